@@ -1,0 +1,169 @@
+"""Dependencies of the handlers: the platform, the authenticated caller, list parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from fastapi import Depends, Header, Query, Request, Response
+from fastapi.security import APIKeyHeader
+
+from bitbybit.errors import ValidationFailed
+from bitbybit.models import ListQuery, Page
+from bitbybit.services import Platform
+from bitbybit.services.access import Caller, admit, authenticate
+from bitbybit.services.idempotency import request_hash, run_once
+from bitbybit.store import Tx
+
+T = TypeVar("T")
+
+api_key_header = APIKeyHeader(
+    name="x-api-key",
+    auto_error=False,
+    description="Your API key (`bbb_live_…` or `bbb_test_…`); `x-bitbybit-key` also works.",
+)
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+def scoped(scope: str) -> Callable[..., Awaitable[Caller]]:
+    """A dependency that authenticates the request and requires ``scope``."""
+
+    async def dependency(
+        request: Request,
+        platform: PlatformDep,
+        key: Annotated[str | None, Depends(api_key_header)],
+    ) -> Caller:
+        raw = key or request.headers.get("x-bitbybit-key")
+        caller = await authenticate(platform, raw)
+        request.state.rate = caller.rate
+        admit(caller, request.client.host if request.client else None, scope)
+        return caller
+
+    return dependency
+
+
+CustomersRead = Annotated[Caller, Depends(scoped("customers:read"))]
+CustomersWrite = Annotated[Caller, Depends(scoped("customers:write"))]
+CustomersDelete = Annotated[Caller, Depends(scoped("customers:delete"))]
+OrdersRead = Annotated[Caller, Depends(scoped("orders:read"))]
+OrdersWrite = Annotated[Caller, Depends(scoped("orders:write"))]
+ProductsRead = Annotated[Caller, Depends(scoped("products:read"))]
+ProductsWrite = Annotated[Caller, Depends(scoped("products:write"))]
+ProductsDelete = Annotated[Caller, Depends(scoped("products:delete"))]
+
+
+SORT_FIELDS = {
+    "createdAt": "created_at",
+    "updatedAt": "updated_at",
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "email": "email",
+    "name": "name",
+}
+
+
+def split(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def list_query(
+    page: int,
+    limit: int,
+    search: str | None = None,
+    sort: str | None = None,
+    sortable: frozenset[str] = frozenset({"createdAt", "updatedAt"}),
+    **filters: str | None,
+) -> ListQuery:
+    sort_field, sort_desc = "updated_at", True
+    if sort:
+        name, _, direction = sort.partition(":")
+        if name not in sortable or direction not in {"", "asc", "desc"}:
+            raise ValidationFailed.field(
+                "sort", f"use field:asc|desc with field one of {', '.join(sorted(sortable))}"
+            )
+        sort_field, sort_desc = SORT_FIELDS[name], direction != "asc"
+    return ListQuery(
+        page=page,
+        limit=limit,
+        search=search or None,
+        filters={name: split(value) for name, value in filters.items() if value},
+        sort_field=sort_field,
+        sort_desc=sort_desc,
+    )
+
+
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Items per page, 1–100")]
+Search = Annotated[str | None, Query(max_length=200)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Same key and body within 24 h replays the first response",
+    ),
+]
+
+JSON_TYPE = "application/json"
+
+
+def one(data: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps({"data": data}), status_code, media_type=JSON_TYPE)
+
+
+def many(page: Page, render: Callable[[Any], Any]) -> Response:
+    body = {
+        "data": [render(item) for item in page.items],
+        "meta": {
+            "page": page.page,
+            "limit": page.limit,
+            "total": page.total,
+            "hasNextPage": page.has_next_page,
+        },
+    }
+    return Response(orjson.dumps(body), media_type=JSON_TYPE)
+
+
+async def create_once(
+    request: Request,
+    platform: Platform,
+    who: Caller,
+    idempotency_key: str | None,
+    operation: Callable[[Tx], Awaitable[T]],
+    present: Callable[[T], Any],
+) -> Response:
+    """Run a create at most once per ``Idempotency-Key``; answer 201 with its resource."""
+    fingerprint = request_hash(request.method, canonical_path(request), await request.body())
+
+    def render(result: T) -> tuple[int, bytes]:
+        return 201, orjson.dumps({"data": present(result)})
+
+    outcome = await run_once(platform, who.tenant, idempotency_key, fingerprint, operation, render)
+    response = Response(outcome.body, outcome.status_code, media_type=JSON_TYPE)
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+CANONICAL_PREFIX = "/customer/open/v1"
+ALIAS_PREFIX = "/customer/api/open/v1"
+
+
+def canonical_path(request: Request) -> str:
+    path = request.url.path
+    return (
+        CANONICAL_PREFIX + path.removeprefix(ALIAS_PREFIX)
+        if path.startswith(ALIAS_PREFIX)
+        else path
+    )

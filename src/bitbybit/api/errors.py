@@ -1,0 +1,137 @@
+"""The one place where errors become HTTP: the public envelope and its status codes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from bitbybit.errors import (
+    AccessDenied,
+    AuthError,
+    Conflict,
+    DomainError,
+    FieldError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    StorageUnavailable,
+    ValidationFailed,
+)
+
+log = structlog.get_logger("bitbybit.api")
+
+STATUS: dict[type[DomainError], int] = {
+    ValidationFailed: 400,
+    AuthError: 401,
+    AccessDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    RateLimited: 429,
+}
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def envelope(
+    status: int,
+    code: str,
+    message: str,
+    details: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = [{"field": d.field, "message": d.message} for d in details]
+    return Response(
+        orjson.dumps({"error": error}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def status_of(error: DomainError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
+
+
+def _field(location: tuple[int | str, ...]) -> str:
+    parts = list(location)
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part not in {"function-after[_storable(), str]"}:
+            text += f".{part}" if text else str(part)
+    return text or str(location[0] if location else "body")
+
+
+def validation_details(error: RequestValidationError) -> list[FieldError]:
+    details = []
+    for item in error.errors():
+        location = tuple(item.get("loc", ()))
+        if item.get("type") == "json_invalid":
+            return [FieldError("body", "the request body is not valid JSON")]
+        message = str(item.get("msg", "is invalid")).removeprefix("Value error, ")
+        details.append(FieldError(_field(location), message))
+    return details
+
+
+async def _domain(request: Request, error: Exception) -> Response:
+    assert isinstance(error, DomainError)
+    headers = {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    details = error.details if isinstance(error, ValidationFailed) else None
+    return envelope(status_of(error), error.code, error.message, details, headers)
+
+
+async def _validation(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    details = validation_details(error)
+    summary = "; ".join(f"{d.field}: {d.message}" for d in details[:5])
+    return envelope(400, "VALIDATION_ERROR", f"invalid request: {summary}", details)
+
+
+async def _http(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = HTTP_CODES.get(error.status_code, "ERROR")
+    message = error.detail if isinstance(error.detail, str) else code
+    if error.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    return envelope(error.status_code, code, message, headers=error.headers)
+
+
+async def _unavailable(request: Request, error: Exception) -> Response:
+    log.warning("storage_unavailable", error=str(error), path=request.url.path)
+    return envelope(503, "SERVICE_UNAVAILABLE", "the database is unavailable; retry shortly")
+
+
+async def _internal(request: Request, error: Exception) -> Response:
+    log.exception("internal_error", path=request.url.path, exc_info=error)
+    return envelope(500, "INTERNAL_ERROR", "an internal error occurred; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(StorageUnavailable, _unavailable)
+    app.add_exception_handler(Exception, _internal)

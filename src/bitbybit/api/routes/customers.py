@@ -1,0 +1,94 @@
+"""``/customers``: SPEC §3 Customers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from bitbybit.api import schemas as out
+from bitbybit.api.deps import (
+    CustomersDelete,
+    CustomersRead,
+    CustomersWrite,
+    IdempotencyKey,
+    Limit,
+    PageNumber,
+    PlatformDep,
+    Search,
+    create_once,
+    list_query,
+    many,
+    one,
+)
+from bitbybit.api.routes import WRITE, errors
+from bitbybit.schemas import CustomerCreate, CustomerUpdate
+from bitbybit.services import customers, payloads
+
+router = APIRouter(tags=["customers"])
+SORTABLE = frozenset({"createdAt", "updatedAt", "firstName", "lastName", "email"})
+
+
+@router.get("/customers", response_model=out.CustomerList, responses=errors())
+async def list_customers(
+    platform: PlatformDep,
+    who: CustomersRead,
+    page: PageNumber = 1,
+    limit: Limit = 20,
+    search: Search = None,
+    source: Annotated[str | None, Query(description="Comma list: api, dashboard, …")] = None,
+    tags: Annotated[str | None, Query(description="Comma list; any match")] = None,
+    sort: Annotated[str | None, Query(description="field:asc|desc")] = None,
+) -> Response:
+    query = list_query(page, limit, search, sort, SORTABLE, source=source, tags=tags)
+    found = await customers.search(platform, who.tenant, query)
+    return many(found, payloads.customer_resource)
+
+
+@router.post(
+    "/customers", status_code=201, response_model=out.CustomerEnvelope, responses=errors(*WRITE)
+)
+async def create_customer(
+    body: CustomerCreate,
+    request: Request,
+    platform: PlatformDep,
+    who: CustomersWrite,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    return await create_once(
+        request,
+        platform,
+        who,
+        idempotency_key,
+        lambda tx: customers.insert(platform, tx, who.tenant, body),
+        payloads.customer_resource,
+    )
+
+
+@router.get("/customers/{customer_id}", response_model=out.CustomerEnvelope, responses=errors(404))
+async def get_customer(customer_id: str, platform: PlatformDep, who: CustomersRead) -> Response:
+    return one(payloads.customer_resource(await customers.get(platform, who.tenant, customer_id)))
+
+
+@router.put(
+    "/customers/{customer_id}",
+    response_model=out.CustomerEnvelope,
+    responses=errors(404, *WRITE),
+)
+async def update_customer(
+    customer_id: str, body: CustomerUpdate, platform: PlatformDep, who: CustomersWrite
+) -> Response:
+    customer = await platform.run(
+        lambda tx: customers.update(platform, tx, who.tenant, customer_id, body)
+    )
+    return one(payloads.customer_resource(customer))
+
+
+@router.delete(
+    "/customers/{customer_id}", response_model=out.DeletedEnvelope, responses=errors(404)
+)
+async def delete_customer(
+    customer_id: str, platform: PlatformDep, who: CustomersDelete
+) -> Response:
+    deleted = await platform.run(lambda tx: customers.delete(platform, tx, who.tenant, customer_id))
+    return one(payloads.deleted(deleted))

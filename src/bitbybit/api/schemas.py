@@ -1,0 +1,162 @@
+"""Response shapes for the OpenAPI document (the handlers render with orjson directly)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class Meta(BaseModel):
+    page: int
+    limit: int
+    total: int
+    hasNextPage: bool
+
+
+class Address(BaseModel):
+    id: str
+    firstName: str | None
+    lastName: str | None
+    phone: str | None
+    address1: str
+    address2: str | None
+    city: str | None
+    province: str | None
+    country: str | None
+    zip: str | None
+    mainAddress: bool | None
+
+
+class Customer(BaseModel):
+    id: str
+    email: str | None
+    phoneNumber: str | None
+    firstName: str | None
+    lastName: str | None
+    imageUrl: str | None
+    tags: list[str]
+    addresses: list[Address]
+    createdAt: str
+    updatedAt: str
+    source: str
+
+
+class Variant(BaseModel):
+    id: str
+    key: str
+    price: float
+    compareAtPrice: float | None
+    inventorySku: str | None
+    media: Any
+
+
+class Product(BaseModel):
+    id: str
+    productId: str
+    name: str
+    description: str | None
+    media: Any
+    status: str | None
+    variants: list[Variant]
+    options: list[Any]
+    tags: list[str]
+    types: list[str]
+    createdAt: str
+    updatedAt: str
+
+
+class CustomerSummary(BaseModel):
+    id: str
+    firstName: str | None
+    lastName: str | None
+    email: str | None
+    phoneNumber: str | None
+
+
+class LineItem(BaseModel):
+    id: str
+    quantity: int
+    price: float
+    title: str
+    productVariantId: str | None
+
+
+class ShippingAddress(BaseModel):
+    firstName: str
+    lastName: str
+    phone: str
+    address1: str
+    address2: str | None
+    city: str
+    province: str
+    country: str | None
+    zip: str
+
+
+class Order(BaseModel):
+    id: str
+    orderId: str
+    orderNumber: str
+    status: str
+    fulfillmentStatus: str
+    financialStatus: str
+    total: float
+    currency: str | None
+    customer: CustomerSummary | None
+    lineItems: list[LineItem]
+    shippingAddress: ShippingAddress | None
+    tags: list[str]
+    createdAt: str
+    updatedAt: str
+    notes: str | None
+
+
+class Deleted(BaseModel):
+    id: str
+
+
+class CustomerEnvelope(BaseModel):
+    data: Customer
+
+
+class CustomerList(BaseModel):
+    data: list[Customer]
+    meta: Meta
+
+
+class ProductEnvelope(BaseModel):
+    data: Product
+
+
+class ProductList(BaseModel):
+    data: list[Product]
+    meta: Meta
+
+
+class OrderEnvelope(BaseModel):
+    data: Order
+
+
+class OrderList(BaseModel):
+    data: list[Order]
+    meta: Meta
+
+
+class DeletedEnvelope(BaseModel):
+    data: Deleted

@@ -1,0 +1,198 @@
+"""The ``bitbybit`` command: thin wrappers that parse options and call the services.
+
+Every option also reads ``BITBYBIT_<NAME>``; output meant for scripts is one value per line, or
+JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from bitbybit.config import Settings
+from bitbybit.errors import BitbybitError
+from bitbybit.services import Platform, access
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="bitbybit",
+    help="Open API, signed webhooks and WhatsApp messaging for commerce.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+companies_app = typer.Typer(help="Companies (tenants).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(companies_app, name="companies")
+app.add_typer(keys_app, name="keys")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", envvar="BITBYBIT_DATABASE_URL", help="sqlite:///… or postgresql://…"
+    ),
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of plain lines")]
+
+
+def _settings(database_url: str | None) -> Settings:
+    if database_url:
+        return Settings.from_env(database_url=database_url)
+    return Settings.from_env()
+
+
+def _run(
+    database_url: str | None, work: Callable[[Platform], Awaitable[T]], *, migrate: bool = True
+) -> T:
+    """Open the platform (migrated), run ``work``, close; domain errors print and exit 1."""
+
+    async def main() -> T:
+        platform = Platform.from_settings(_settings(database_url))
+        await platform.open(migrate=migrate)
+        try:
+            return await work(platform)
+        finally:
+            await platform.close()
+
+    try:
+        return asyncio.run(main())
+    except BitbybitError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _print(values: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(orjson.dumps(values).decode())
+    else:
+        for value in values.values():
+            typer.echo(value)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="BITBYBIT_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="BITBYBIT_PORT")] = 8000,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Migrate if needed, then run the API."""
+    import uvicorn
+
+    from bitbybit.api.app import create_app
+    from bitbybit.logs import configure_logging
+
+    configure_logging()
+    settings = _settings(database_url)
+    _run(database_url, lambda platform: platform.store.migrate(), migrate=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="info",
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Create or upgrade the schema."""
+    applied = _run(database_url, lambda platform: platform.store.migrate(), migrate=False)
+    for name in applied:
+        typer.echo(f"applied {name}")
+    if not applied:
+        typer.echo("schema is up to date")
+
+
+@companies_app.command("create")
+def companies_create(
+    name: str,
+    country: Annotated[str, typer.Option(help="ISO country for local phone numbers")] = "ID",
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Create a company; prints its id."""
+    company = _run(database_url, lambda platform: access.create_company(platform, name, country))
+    _print({"id": company.id}, as_json)
+
+
+@keys_app.command("create")
+def keys_create(
+    company: Annotated[str, typer.Option("--company", help="Company id (comp_…)")],
+    scopes: Annotated[str, typer.Option(help="'all' or a comma list")] = "all",
+    test: Annotated[bool, typer.Option("--test", help="A test-mode key (bbb_test_…)")] = False,
+    allow_ip: Annotated[
+        list[str] | None, typer.Option("--allow-ip", help="Allowed address or CIDR; repeatable")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Create an API key; prints the key once (only its hash is stored)."""
+    key, raw = _run(
+        database_url,
+        lambda platform: access.create_api_key(
+            platform,
+            company,
+            mode="test" if test else "live",
+            scopes=scopes,
+            ip_allowlist=allow_ip or (),
+            name=name,
+        ),
+    )
+    _print({"key": raw, "id": key.id} if as_json else {"key": raw}, as_json)
+
+
+@keys_app.command("rotate")
+def keys_rotate(key_id: str, database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
+    """Issue a successor key; the old one keeps working for 24 hours."""
+    key, raw = _run(database_url, lambda platform: access.rotate_api_key(platform, key_id))
+    _print({"key": raw, "id": key.id} if as_json else {"key": raw}, as_json)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, database_url: DatabaseUrl = None) -> None:
+    """Revoke a key at once."""
+    _run(database_url, lambda platform: access.revoke_api_key(platform, key_id))
+    typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("list")
+def keys_list(
+    company: Annotated[str, typer.Option("--company")],
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """List a company's keys (prefixes only)."""
+
+    async def work(platform: Platform) -> list[Any]:
+        async with platform.store.read() as tx:
+            return await tx.list_api_keys(company)
+
+    for key in _run(database_url, work):
+        values = {
+            "id": key.id,
+            "prefix": key.prefix,
+            "mode": key.mode,
+            "scopes": ",".join(sorted(key.scopes)),
+            "state": "revoked" if key.revoked_at else ("expiring" if key.expires_at else "active"),
+        }
+        if as_json:
+            typer.echo(orjson.dumps(values).decode())
+        else:
+            typer.echo("\t".join(str(v) for v in values.values()))
+
+
+def main() -> None:
+    try:
+        app()
+    except BitbybitError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(1)

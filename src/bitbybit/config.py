@@ -1,0 +1,92 @@
+"""Settings: every option has a ``BITBYBIT_<NAME>`` environment variable (SPEC §10)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from bitbybit.clock import Clock, system_clock
+from bitbybit.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite:///./bitbybit.db"
+DEFAULT_RETRY_SCHEDULE = (30.0, 300.0, 1800.0, 7200.0)
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(f"BITBYBIT_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"BITBYBIT_{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"BITBYBIT_{name} must be positive, got {value}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(f"BITBYBIT_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"BITBYBIT_{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigurationError(f"BITBYBIT_{name} must be positive, got {raw}")
+    return value
+
+
+def parse_retry_schedule(raw: str) -> tuple[float, ...]:
+    """``"30,300,1800,7200"`` → delays in seconds; fractions allowed, empty means no retries."""
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    try:
+        delays = tuple(float(part) for part in parts)
+    except ValueError:
+        raise ConfigurationError(
+            f"BITBYBIT_RETRY_SCHEDULE must be comma-separated seconds, got {raw!r}"
+        ) from None
+    if any(delay < 0 for delay in delays):
+        raise ConfigurationError("BITBYBIT_RETRY_SCHEDULE delays must not be negative")
+    return delays
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    rate_limit: int = 100
+    """Requests per minute per API key, shared by every process on one database."""
+    max_body_bytes: int = 1024 * 1024
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    delivery_timeout: float = 30.0
+    allow_private_targets: bool = False
+    allow_http_targets: bool = False
+    channel: str = "sandbox"
+    secret_key: str | None = None
+    default_country: str = "ID"
+    clock: Clock = field(default=system_clock, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        schedule = env.get("BITBYBIT_RETRY_SCHEDULE")
+        settings = cls(
+            database_url=env.get("BITBYBIT_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            rate_limit=_positive_int(env, "RATE_LIMIT", 100),
+            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 1024 * 1024),
+            retry_schedule=(
+                parse_retry_schedule(schedule) if schedule is not None else DEFAULT_RETRY_SCHEDULE
+            ),
+            delivery_timeout=_positive_float(env, "DELIVERY_TIMEOUT", 30.0),
+            allow_private_targets=_flag(env.get("BITBYBIT_ALLOW_PRIVATE_TARGETS")),
+            allow_http_targets=_flag(env.get("BITBYBIT_ALLOW_HTTP_TARGETS")),
+            channel=env.get("BITBYBIT_CHANNEL") or "sandbox",
+            secret_key=env.get("BITBYBIT_SECRET_KEY") or None,
+        )
+        return replace(settings, **overrides)  # type: ignore[arg-type]  # overrides are fields

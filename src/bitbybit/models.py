@@ -1,0 +1,146 @@
+"""Domain records: what the store returns and the services work with.
+
+Plain frozen dataclasses; money is kept in integer hundredths (``price_cents``) so sums are exact,
+JSON-shaped sub-documents (addresses, line items, media) are kept as the dicts they are sent as.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["live", "test"]
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Company:
+    id: str
+    name: str
+    country: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    company_id: str
+    mode: Mode
+    prefix: str
+    scopes: frozenset[str]
+    ip_allowlist: tuple[str, ...]
+    name: str | None
+    created_at: int
+    expires_at: int | None
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """Whose data a request sees: one company in one mode."""
+
+    company_id: str
+    mode: Mode
+
+
+@dataclass(slots=True)
+class Customer:
+    id: str
+    email: str | None
+    phone_number: str | None
+    first_name: str | None
+    last_name: str | None
+    image_url: str | None
+    tags: list[str]
+    addresses: list[JSON]
+    source: str
+    created_at: int
+    updated_at: int
+
+
+@dataclass(slots=True)
+class Variant:
+    id: str
+    key: str
+    price_cents: int
+    compare_at_price_cents: int | None
+    inventory_sku: str | None
+    media: Any = None
+
+
+@dataclass(slots=True)
+class Product:
+    id: str
+    product_id: str
+    name: str
+    description: str | None
+    media: Any
+    status: str | None
+    variants: list[Variant]
+    options: list[Any]
+    tags: list[str]
+    types: list[str]
+    created_at: int
+    updated_at: int
+
+
+@dataclass(slots=True)
+class Order:
+    id: str
+    order_id: str
+    order_number: int
+    status: str
+    fulfillment_status: str
+    financial_status: str
+    total_cents: int
+    currency: str | None
+    customer_id: str | None
+    customer: JSON | None
+    line_items: list[JSON]
+    shipping_address: JSON | None
+    notes: str | None
+    tags: list[str]
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    type: str
+    payload: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list and how many there are in all."""
+
+    items: list[Any]
+    total: int
+    page: int
+    limit: int
+
+    @property
+    def has_next_page(self) -> bool:
+        return self.page * self.limit < self.total
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    page: int = 1
+    limit: int = 20
+    search: str | None = None
+    filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    sort_field: str = "updated_at"
+    sort_desc: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A response kept for ``Idempotency-Key`` replay."""
+
+    request_hash: str
+    status_code: int
+    body: bytes
+    created_at: int

@@ -1,0 +1,178 @@
+"""Request bodies: the Create/Update schemas of each resource, shared by the API and the CLI.
+
+Every string is checked to be storable and signable (no NUL, no lone surrogates), every number to
+be an exact amount; unknown fields are refused so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+MAX_MONEY = 1_000_000_000_000  # a trillion in whole units keeps every total exact
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must not contain lone UTF-16 surrogates")
+    return value
+
+
+def _email(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain or any(ch.isspace() for ch in value):
+        raise ValueError("is not an email address")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not value.lower().startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _money(value: float) -> float:
+    if abs(value * 100 - round(value * 100)) > 1e-6:
+        raise ValueError("must have at most two decimal places")
+    return value
+
+
+Text = Annotated[str, Field(max_length=1000), AfterValidator(_storable)]
+Name = Annotated[str, Field(max_length=255), AfterValidator(_storable)]
+LongText = Annotated[str, Field(max_length=20_000), AfterValidator(_storable)]
+Email = Annotated[str, Field(max_length=254), AfterValidator(_storable), AfterValidator(_email)]
+Phone = Annotated[str, Field(min_length=3, max_length=32), AfterValidator(_storable)]
+Url = Annotated[str, Field(max_length=2048), AfterValidator(_storable), AfterValidator(_http_url)]
+Tag = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_storable)]
+Tags = Annotated[list[Tag], Field(max_length=50)]
+Money = Annotated[float, Field(ge=0, le=MAX_MONEY, strict=True), AfterValidator(_money)]
+Json = Annotated[Any, Field(description="Any JSON value")]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AddressIn(Body):
+    id: Name | None = Field(None, description="Keep an existing address's id on replacement")
+    firstName: Name | None = None
+    lastName: Name | None = None
+    phone: Phone | None = None
+    address1: Text
+    address2: Text | None = None
+    city: Name | None = None
+    province: Name | None = None
+    country: Name | None = None
+    zip: Name | None = None
+    mainAddress: bool | None = None
+
+
+class CustomerCreate(Body):
+    email: Email | None = None
+    phoneNumber: Phone | None = None
+    firstName: Name | None = None
+    lastName: Name | None = None
+    imageUrl: Url | None = None
+    tags: Tags = []
+    addresses: Annotated[list[AddressIn], Field(max_length=20)] = []
+
+    @model_validator(mode="after")
+    def _reachable(self) -> CustomerCreate:
+        if not self.email and not self.phoneNumber:
+            raise ValueError("email or phoneNumber is required")
+        return self
+
+
+class CustomerUpdate(Body):
+    """Only the fields sent change; ``tags`` and ``addresses`` replace the whole list."""
+
+    email: Email | None = None
+    phoneNumber: Phone | None = None
+    firstName: Name | None = None
+    lastName: Name | None = None
+    imageUrl: Url | None = None
+    tags: Tags | None = None
+    addresses: Annotated[list[AddressIn], Field(max_length=20)] | None = None
+
+
+class VariantIn(Body):
+    title: Name = Field(min_length=1)
+    price: Money
+    sku: Name | None = None
+    compareAtPrice: Money | None = None
+    media: Json = None
+
+
+class ProductCreate(Body):
+    name: Name = Field(min_length=1)
+    variants: Annotated[list[VariantIn], Field(min_length=1, max_length=100)]
+    description: LongText | None = None
+    tags: Tags = []
+    types: Tags = []
+    media: Json = None
+    status: Literal["active", "draft", "archived"] | None = None
+
+
+class ProductUpdate(Body):
+    name: Name | None = Field(None, min_length=1)
+    description: LongText | None = None
+    tags: Tags | None = None
+    types: Tags | None = None
+    status: Literal["active", "draft", "archived"] | None = None
+    variants: Annotated[list[VariantIn], Field(min_length=1, max_length=100)] | None = None
+    media: Json = None
+
+
+class LineItemIn(Body):
+    productVariantId: Name
+    quantity: int = Field(ge=1, le=1_000_000, strict=True)
+
+
+class ShippingAddressIn(Body):
+    firstName: Name
+    lastName: Name
+    phone: Phone
+    address1: Text
+    address2: Text | None = None
+    city: Name
+    province: Name
+    country: Name | None = None
+    zip: Name
+
+
+class OrderCustomerIn(Body):
+    firstName: Name | None = None
+    lastName: Name | None = None
+    phone: Phone | None = None
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> OrderCustomerIn:
+        if not self.email and not self.phone:
+            raise ValueError("customer needs a phone or an email")
+        return self
+
+
+class OrderCreate(Body):
+    lineItems: Annotated[list[LineItemIn], Field(min_length=1, max_length=250)]
+    shippingAddress: ShippingAddressIn
+    customerId: Name | None = None
+    customer: OrderCustomerIn | None = None
+    notes: LongText | None = None
+    tags: Tags = []
+
+    @model_validator(mode="after")
+    def _one_customer(self) -> OrderCreate:
+        if (self.customerId is None) == (self.customer is None):
+            raise ValueError("give either customerId or customer, not both or neither")
+        return self
+
+
+class OrderUpdate(Body):
+    status: Literal["active", "archived", "cancelled", "refunded"] | None = None
+    fulfillmentStatus: Literal["unfulfilled", "fulfilled"] | None = None
+    financialStatus: Literal["pending", "paid", "refunded"] | None = None
+    notes: LongText | None = None

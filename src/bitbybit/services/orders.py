@@ -1,0 +1,144 @@
+"""Orders: priced from the variants at order time; the customer is found or created."""
+
+from __future__ import annotations
+
+from bitbybit.errors import NotFound, ValidationFailed
+from bitbybit.ids import new_id
+from bitbybit.models import JSON, Customer, ListQuery, Order, Page, Tenant
+from bitbybit.schemas import CustomerCreate, OrderCreate, OrderCustomerIn, OrderUpdate
+from bitbybit.services import Platform, customers, events, payloads
+from bitbybit.services.phones import normalise
+from bitbybit.store import Tx
+
+DEFAULT_VARIANT_KEYS = frozenset({"default", "default title"})
+
+
+async def _customer(
+    platform: Platform, tx: Tx, tenant: Tenant, data: OrderCreate, country: str
+) -> Customer:
+    if data.customerId is not None:
+        found = await tx.get_customer(tenant, data.customerId)
+        if found is None:
+            raise ValidationFailed.field("customerId", f"no customer {data.customerId}")
+        return found
+    given: OrderCustomerIn = data.customer  # type: ignore[assignment]  # the schema checks one is set
+    phone = normalise(given.phone, country, "customer.phone") if given.phone else None
+    found = await tx.find_customer(tenant, phone_number=phone) if phone else None
+    if found is None and given.email:
+        found = await tx.find_customer(tenant, email=given.email)
+    if found is not None:
+        return found
+    created = CustomerCreate(
+        email=given.email,
+        phoneNumber=phone,
+        firstName=given.firstName,
+        lastName=given.lastName,
+    )
+    return await customers.insert(platform, tx, tenant, created, source="order")
+
+
+def _title(product_name: str, variant_key: str) -> str:
+    if variant_key.strip().casefold() in DEFAULT_VARIANT_KEYS:
+        return product_name
+    return f"{product_name} - {variant_key}"
+
+
+async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: OrderCreate) -> Order:
+    country = await platform.country_of(tx, tenant.company_id)
+    wanted = [item.productVariantId for item in data.lineItems]
+    variants = await tx.get_variants(tenant, list(dict.fromkeys(wanted)))
+    missing = [
+        ValidationFailed.field(f"lineItems[{i}].productVariantId", f"no variant {vid}")
+        for i, vid in enumerate(wanted)
+        if vid not in variants
+    ]
+    if missing:
+        raise ValidationFailed(
+            "; ".join(error.message for error in missing),
+            [detail for error in missing for detail in error.details],
+        )
+    line_items: list[JSON] = []
+    for item in data.lineItems:
+        variant, product_name = variants[item.productVariantId]
+        line_items.append(
+            {
+                "id": new_id("li"),
+                "productVariantId": variant.id,
+                "quantity": item.quantity,
+                "priceCents": variant.price_cents,
+                "title": _title(product_name, variant.key),
+            }
+        )
+    customer = await _customer(platform, tx, tenant, data, country)
+    shipping = data.shippingAddress
+    number = await tx.next_counter(tenant, "order")
+    now = platform.now()
+    order = Order(
+        id=new_id("order"),
+        order_id=f"ORD-{number:03d}",
+        order_number=1000 + number,
+        status="active",
+        fulfillment_status="unfulfilled",
+        financial_status="pending",
+        total_cents=sum(item["priceCents"] * item["quantity"] for item in line_items),
+        currency=None,
+        customer_id=customer.id,
+        customer=payloads.customer_summary(customer),
+        line_items=line_items,
+        shipping_address={
+            "firstName": shipping.firstName,
+            "lastName": shipping.lastName,
+            "phone": normalise(shipping.phone, country, "shippingAddress.phone"),
+            "address1": shipping.address1,
+            "address2": shipping.address2,
+            "city": shipping.city,
+            "province": shipping.province,
+            "country": shipping.country or country,
+            "zip": shipping.zip,
+        },
+        notes=data.notes,
+        tags=list(data.tags),
+        created_at=now,
+        updated_at=now,
+    )
+    await tx.insert_order(tenant, order)
+    await events.record(tx, tenant, "order.created", payloads.order(order), now)
+    return order
+
+
+async def update(
+    platform: Platform, tx: Tx, tenant: Tenant, order_id: str, data: OrderUpdate
+) -> Order:
+    order = await tx.get_order(tenant, order_id)
+    if order is None:
+        raise NotFound(f"no order {order_id}")
+    sent = data.model_fields_set
+    for field, attribute in (
+        ("status", "status"),
+        ("fulfillmentStatus", "fulfillment_status"),
+        ("financialStatus", "financial_status"),
+    ):
+        value = getattr(data, field)
+        if field in sent:
+            if value is None:
+                raise ValidationFailed.field(field, "cannot be null")
+            setattr(order, attribute, value)
+    if "notes" in sent:
+        order.notes = data.notes
+    order.updated_at = max(platform.now(), order.updated_at + 1)
+    await tx.update_order(tenant, order)
+    await events.record(tx, tenant, "order.updated", payloads.order(order), order.updated_at)
+    return order
+
+
+async def get(platform: Platform, tenant: Tenant, order_id: str) -> Order:
+    async with platform.store.read() as tx:
+        order = await tx.get_order(tenant, order_id)
+    if order is None:
+        raise NotFound(f"no order {order_id}")
+    return order
+
+
+async def search(platform: Platform, tenant: Tenant, query: ListQuery) -> Page:
+    async with platform.store.read() as tx:
+        return await tx.list_orders(tenant, query)

@@ -1,0 +1,23 @@
+"""Storage: the port (``base``), the shared SQL (``sql``) and one driver per dialect."""
+
+from __future__ import annotations
+
+from bitbybit.errors import ConfigurationError
+from bitbybit.store.base import Store, Tx
+
+__all__ = ["Store", "Tx", "open_store"]
+
+
+def open_store(url: str, **options: object) -> Store:
+    """The store for a database URL (not yet opened)."""
+    if url.startswith("sqlite:"):
+        from bitbybit.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if url.startswith(("postgresql:", "postgres:", "postgresql+asyncpg:", "postgres+asyncpg:")):
+        from bitbybit.store.postgres import PostgresStore
+
+        return PostgresStore(url, **options)  # type: ignore[arg-type]  # schema, pool_size
+    raise ConfigurationError(
+        f"unsupported database URL {url!r}: use sqlite:///path or postgresql://…"
+    )

@@ -1,0 +1,194 @@
+"""The PostgreSQL driver: an asyncpg pool, one pooled connection per transaction.
+
+Several ``serve``/``worker`` processes may share one database: migrations take an advisory lock,
+and everything else relies on row locks and unique constraints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
+from bitbybit.store import migrations
+from bitbybit.store.sql import Row, SqlTx
+
+MIGRATION_LOCK = 0x62697462  # "bitb": one advisory lock id for schema changes
+
+
+def _translate(error: BaseException) -> StorageError:
+    if isinstance(error, asyncpg.UniqueViolationError):
+        return IntegrityViolation(str(error), getattr(error, "constraint_name", None))
+    if isinstance(error, asyncpg.PostgresError):
+        return StorageError(f"PostgreSQL failed: {error}")
+    return StorageUnavailable(f"PostgreSQL is unreachable: {error}")
+
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class _Driver:
+    def __init__(self, connection: Any) -> None:
+        """``connection`` is an asyncpg connection or the pool's proxy of one."""
+        self.connection = connection
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        try:
+            row: Row | None = await self.connection.fetchrow(sql, *args)
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+        return row
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            rows: list[Row] = await self.connection.fetch(sql, *args)
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+        return rows
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            status: str = await self.connection.execute(sql, *args)
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    def any_of_json_array(self, column: str, placeholder: str) -> str:
+        return f"(({column})::jsonb ?| {placeholder}::text[])"
+
+    def text_array(self, values: Sequence[str]) -> Any:
+        return list(values)
+
+
+def normalise_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgres+asyncpg://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url.removeprefix(prefix)
+    return url
+
+
+class PostgresStore:
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
+        self.url = normalise_url(url)
+        self.schema = schema
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        settings = {"search_path": self.schema} if self.schema else {}
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=self.pool_size,
+                server_settings=settings,
+                statement_cache_size=512,
+            )
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StorageError("the store is not open")
+        return self._pool
+
+    @asynccontextmanager
+    async def _transaction(self, readonly: bool) -> AsyncIterator[SqlTx]:
+        try:
+            connection = await self.pool.acquire()
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+        try:
+            if readonly:
+                yield SqlTx(_Driver(connection))
+                return
+            transaction = connection.transaction()
+            try:
+                await transaction.start()
+            except _DRIVER_ERRORS as error:
+                raise _translate(error) from error
+            try:
+                yield SqlTx(_Driver(connection))
+            except BaseException:
+                await transaction.rollback()
+                raise
+            try:
+                await transaction.commit()
+            except _DRIVER_ERRORS as error:
+                raise _translate(error) from error
+        finally:
+            await self.pool.release(connection)
+
+    def write(self) -> Any:
+        return self._transaction(readonly=False)
+
+    def read(self) -> Any:
+        return self._transaction(readonly=True)
+
+    async def schema_version(self) -> int:
+        async with self.pool.acquire() as connection:
+            exists = await connection.fetchval("SELECT to_regclass('schema_migrations')")
+            if exists is None:
+                return 0
+            version = await connection.fetchval("SELECT MAX(version) FROM schema_migrations")
+            return int(version or 0)
+
+    async def migrate(self, target: int | None = None) -> list[str]:
+        applied = []
+        async with self.pool.acquire() as connection:
+            for migration in migrations.load(self.dialect):
+                if target is not None and migration.version > target:
+                    break
+                async with connection.transaction():
+                    await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                    await connection.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY,"
+                        " name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                    )
+                    done = await connection.fetchval(
+                        "SELECT 1 FROM schema_migrations WHERE version = $1", migration.version
+                    )
+                    if done is None:
+                        await connection.execute(migration.sql)
+                        await connection.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at)"
+                            " VALUES ($1, $2, (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)",
+                            migration.version,
+                            migration.name,
+                        )
+                        applied.append(f"{migration.version:04d}_{migration.name}")
+        return applied
+
+    async def describe_schema(self) -> dict[str, list[str]]:
+        described: dict[str, list[str]] = {}
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT table_name, column_name, data_type, is_nullable"
+                " FROM information_schema.columns WHERE table_schema = current_schema()"
+                " ORDER BY table_name, ordinal_position"
+            )
+            for row in rows:
+                described.setdefault(row["table_name"], []).append(
+                    f"{row['column_name']} {row['data_type']}"
+                    f"{' NOT NULL' if row['is_nullable'] == 'NO' else ''}"
+                )
+            indexes = await connection.fetch(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+                " ORDER BY indexname"
+            )
+            described["indexes"] = [row["indexdef"] for row in indexes]
+        return described

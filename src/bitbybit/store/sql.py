@@ -1,0 +1,712 @@
+"""The domain methods of the storage port, written once over a small driver interface.
+
+Statements use ``$n`` placeholders; the SQLite driver rewrites them to ``?n``. JSON-shaped columns
+hold compact JSON text; times are integer milliseconds; money is integer hundredths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from bitbybit.models import (
+    ApiKey,
+    Company,
+    Customer,
+    Event,
+    ListQuery,
+    Mode,
+    Order,
+    Page,
+    Product,
+    StoredResponse,
+    Tenant,
+    Variant,
+)
+
+Row = Mapping[str, Any]
+
+
+class Driver(Protocol):
+    """What the shared SQL needs from a connection inside a transaction."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; returns the number of rows it touched."""
+        ...
+
+    def any_of_json_array(self, column: str, placeholder: str) -> str:
+        """SQL that is true when the JSON array in ``column`` shares an element with the param."""
+        ...
+
+    def text_array(self, values: Sequence[str]) -> Any:
+        """The parameter value that ``any_of_json_array`` expects."""
+        ...
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def _fold(*parts: str | None) -> str:
+    """The lower-cased text that ``search`` matches against."""
+    return " ".join(part.casefold() for part in parts if part)
+
+
+def like_pattern(text: str) -> str:
+    escaped = text.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# -- row mappers -------------------------------------------------------------------------------
+
+
+def _api_key(row: Row) -> ApiKey:
+    mode: Mode = row["mode"]
+    return ApiKey(
+        id=row["id"],
+        company_id=row["company_id"],
+        mode=mode,
+        prefix=row["prefix"],
+        scopes=frozenset(s for s in row["scopes"].split(",") if s),
+        ip_allowlist=tuple(orjson.loads(row["ip_allowlist"])),
+        name=row["name"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _customer(row: Row) -> Customer:
+    return Customer(
+        id=row["id"],
+        email=row["email"],
+        phone_number=row["phone_number"],
+        first_name=row["first_name"],
+        last_name=row["last_name"],
+        image_url=row["image_url"],
+        tags=orjson.loads(row["tags"]),
+        addresses=orjson.loads(row["addresses"]),
+        source=row["source"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _variant(row: Row) -> Variant:
+    return Variant(
+        id=row["id"],
+        key=row["key"],
+        price_cents=row["price_cents"],
+        compare_at_price_cents=row["compare_at_price_cents"],
+        inventory_sku=row["inventory_sku"],
+        media=_loads(row["media"]),
+    )
+
+
+def _product(row: Row, variants: list[Variant]) -> Product:
+    return Product(
+        id=row["id"],
+        product_id=row["product_id"],
+        name=row["name"],
+        description=row["description"],
+        media=_loads(row["media"]),
+        status=row["status"],
+        variants=variants,
+        options=orjson.loads(row["options"]),
+        tags=orjson.loads(row["tags"]),
+        types=orjson.loads(row["types"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _order(row: Row) -> Order:
+    return Order(
+        id=row["id"],
+        order_id=row["order_id"],
+        order_number=row["order_number"],
+        status=row["status"],
+        fulfillment_status=row["fulfillment_status"],
+        financial_status=row["financial_status"],
+        total_cents=row["total_cents"],
+        currency=row["currency"],
+        customer_id=row["customer_id"],
+        customer=_loads(row["customer"]),
+        line_items=orjson.loads(row["line_items"]),
+        shipping_address=_loads(row["shipping_address"]),
+        notes=row["notes"],
+        tags=orjson.loads(row["tags"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _event(row: Row) -> Event:
+    return Event(
+        id=row["id"], type=row["type"], payload=bytes(row["payload"]), created_at=row["created_at"]
+    )
+
+
+# -- list queries ------------------------------------------------------------------------------
+
+_SORTABLE = frozenset({"created_at", "updated_at", "first_name", "last_name", "email", "name"})
+
+
+class _Where:
+    """Collects conditions and their ``$n`` parameters."""
+
+    def __init__(self, tenant: Tenant) -> None:
+        self.args: list[Any] = [tenant.company_id, tenant.mode]
+        self.conditions = ["company_id = $1", "mode = $2"]
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, condition: str) -> None:
+        self.conditions.append(condition)
+
+    def sql(self) -> str:
+        return " AND ".join(self.conditions)
+
+
+# -- the shared transaction --------------------------------------------------------------------
+
+
+class SqlTx:
+    """Implements ``store.base.Tx`` over a ``Driver``."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.db = driver
+
+    # companies and keys ------------------------------------------------------------------------
+
+    async def insert_company(self, company: Company) -> None:
+        await self.db.execute(
+            "INSERT INTO companies (id, name, country, created_at) VALUES ($1, $2, $3, $4)",
+            company.id,
+            company.name,
+            company.country,
+            company.created_at,
+        )
+
+    async def get_company(self, company_id: str) -> Company | None:
+        row = await self.db.fetchrow(
+            "SELECT id, name, country, created_at FROM companies WHERE id = $1", company_id
+        )
+        if row is None:
+            return None
+        return Company(row["id"], row["name"], row["country"], row["created_at"])
+
+    async def insert_api_key(self, key: ApiKey, key_hash: str) -> None:
+        await self.db.execute(
+            "INSERT INTO api_keys (id, company_id, mode, key_hash, prefix, scopes, ip_allowlist,"
+            " name, created_at, expires_at, revoked_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            key.id,
+            key.company_id,
+            key.mode,
+            key_hash,
+            key.prefix,
+            ",".join(sorted(key.scopes)),
+            _dumps(list(key.ip_allowlist)),
+            key.name,
+            key.created_at,
+            key.expires_at,
+            key.revoked_at,
+        )
+
+    _KEY_COLUMNS = (
+        "id, company_id, mode, prefix, scopes, ip_allowlist, name, created_at, expires_at,"
+        " revoked_at"
+    )
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._KEY_COLUMNS} FROM api_keys WHERE key_hash = $1", key_hash
+        )
+        return None if row is None else _api_key(row)
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id
+        )
+        return None if row is None else _api_key(row)
+
+    async def list_api_keys(self, company_id: str) -> list[ApiKey]:
+        rows = await self.db.fetch(
+            f"SELECT {self._KEY_COLUMNS} FROM api_keys WHERE company_id = $1"
+            " ORDER BY created_at, id",
+            company_id,
+        )
+        return [_api_key(row) for row in rows]
+
+    async def expire_api_key(self, key_id: str, expires_at: int) -> None:
+        await self.db.execute(
+            "UPDATE api_keys SET expires_at = $2 WHERE id = $1 AND"
+            " (expires_at IS NULL OR expires_at > $2)",
+            key_id,
+            expires_at,
+        )
+
+    async def revoke_api_key(self, key_id: str, revoked_at: int) -> None:
+        await self.db.execute(
+            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            key_id,
+            revoked_at,
+        )
+
+    async def count_request(self, key_id: str, window_start: int) -> int:
+        row = await self.db.fetchrow(
+            "INSERT INTO rate_limits (key_id, window_start, count) VALUES ($1, $2, 1)"
+            " ON CONFLICT (key_id, window_start) DO UPDATE SET count = rate_limits.count + 1"
+            " RETURNING count",
+            key_id,
+            window_start,
+        )
+        assert row is not None  # an upsert with RETURNING always returns its row
+        count: int = row["count"]
+        if count == 1:  # first request of a window: forget the windows before it
+            await self.db.execute(
+                "DELETE FROM rate_limits WHERE key_id = $1 AND window_start < $2",
+                key_id,
+                window_start,
+            )
+        return count
+
+    async def next_counter(self, tenant: Tenant, name: str) -> int:
+        row = await self.db.fetchrow(
+            "INSERT INTO counters (company_id, mode, name, value) VALUES ($1, $2, $3, 1)"
+            " ON CONFLICT (company_id, mode, name) DO UPDATE SET value = counters.value + 1"
+            " RETURNING value",
+            tenant.company_id,
+            tenant.mode,
+            name,
+        )
+        assert row is not None  # an upsert with RETURNING always returns its row
+        value: int = row["value"]
+        return value
+
+    # idempotency -------------------------------------------------------------------------------
+
+    async def get_stored_response(self, tenant: Tenant, key: str) -> StoredResponse | None:
+        row = await self.db.fetchrow(
+            "SELECT request_hash, status_code, body, created_at FROM idempotency_keys"
+            " WHERE company_id = $1 AND mode = $2 AND key = $3",
+            tenant.company_id,
+            tenant.mode,
+            key,
+        )
+        if row is None:
+            return None
+        return StoredResponse(
+            row["request_hash"], row["status_code"], bytes(row["body"]), row["created_at"]
+        )
+
+    async def store_response(self, tenant: Tenant, key: str, response: StoredResponse) -> None:
+        await self.db.execute(
+            "INSERT INTO idempotency_keys"
+            " (company_id, mode, key, request_hash, status_code, body, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            tenant.company_id,
+            tenant.mode,
+            key,
+            response.request_hash,
+            response.status_code,
+            response.body,
+            response.created_at,
+        )
+
+    async def finish_stored_response(
+        self, tenant: Tenant, key: str, status_code: int, body: bytes
+    ) -> None:
+        await self.db.execute(
+            "UPDATE idempotency_keys SET status_code = $4, body = $5"
+            " WHERE company_id = $1 AND mode = $2 AND key = $3",
+            tenant.company_id,
+            tenant.mode,
+            key,
+            status_code,
+            body,
+        )
+
+    async def delete_stored_response(self, tenant: Tenant, key: str) -> None:
+        await self.db.execute(
+            "DELETE FROM idempotency_keys WHERE company_id = $1 AND mode = $2 AND key = $3",
+            tenant.company_id,
+            tenant.mode,
+            key,
+        )
+
+    # customers ---------------------------------------------------------------------------------
+
+    _CUSTOMER_COLUMNS = (
+        "id, email, phone_number, first_name, last_name, image_url, tags, addresses, source,"
+        " created_at, updated_at"
+    )
+
+    def _customer_values(self, customer: Customer) -> tuple[Any, ...]:
+        return (
+            customer.email,
+            customer.email.casefold() if customer.email else None,
+            customer.phone_number,
+            customer.first_name,
+            customer.last_name,
+            customer.image_url,
+            _dumps(customer.tags),
+            _dumps(customer.addresses),
+            _fold(customer.first_name, customer.last_name, customer.email, customer.phone_number),
+            customer.updated_at,
+        )
+
+    async def insert_customer(self, tenant: Tenant, customer: Customer) -> None:
+        await self.db.execute(
+            "INSERT INTO customers (company_id, mode, id, source, created_at, email, email_key,"
+            " phone_number, first_name, last_name, image_url, tags, addresses, search_text,"
+            " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+            " $15)",
+            tenant.company_id,
+            tenant.mode,
+            customer.id,
+            customer.source,
+            customer.created_at,
+            *self._customer_values(customer),
+        )
+
+    async def update_customer(self, tenant: Tenant, customer: Customer) -> None:
+        await self.db.execute(
+            "UPDATE customers SET email = $4, email_key = $5, phone_number = $6,"
+            " first_name = $7, last_name = $8, image_url = $9, tags = $10, addresses = $11,"
+            " search_text = $12, updated_at = $13"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            customer.id,
+            *self._customer_values(customer),
+        )
+
+    async def get_customer(self, tenant: Tenant, customer_id: str) -> Customer | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._CUSTOMER_COLUMNS} FROM customers"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            customer_id,
+        )
+        return None if row is None else _customer(row)
+
+    async def find_customer(
+        self, tenant: Tenant, *, email: str | None = None, phone_number: str | None = None
+    ) -> Customer | None:
+        if phone_number is not None:
+            column, value = "phone_number", phone_number
+        elif email is not None:
+            column, value = "email_key", email.casefold()
+        else:
+            return None
+        row = await self.db.fetchrow(
+            f"SELECT {self._CUSTOMER_COLUMNS} FROM customers"
+            f" WHERE company_id = $1 AND mode = $2 AND {column} = $3",
+            tenant.company_id,
+            tenant.mode,
+            value,
+        )
+        return None if row is None else _customer(row)
+
+    async def delete_customer(self, tenant: Tenant, customer_id: str) -> bool:
+        deleted = await self.db.execute(
+            "DELETE FROM customers WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            customer_id,
+        )
+        return deleted > 0
+
+    async def _page(
+        self, table: str, columns: str, where: _Where, query: ListQuery
+    ) -> tuple[list[Row], int]:
+        if query.sort_field not in _SORTABLE:
+            raise ValueError(f"cannot sort by {query.sort_field}")
+        count_row = await self.db.fetchrow(
+            f"SELECT COUNT(*) AS n FROM {table} WHERE {where.sql()}", *where.args
+        )
+        total = int(count_row["n"]) if count_row is not None else 0
+        direction = "DESC" if query.sort_desc else "ASC"
+        limit = where.param(query.limit)
+        offset = where.param((query.page - 1) * query.limit)
+        rows = await self.db.fetch(
+            f"SELECT {columns} FROM {table} WHERE {where.sql()}"
+            f" ORDER BY {query.sort_field} {direction}, id {direction}"
+            f" LIMIT {limit} OFFSET {offset}",
+            *where.args,
+        )
+        return rows, total
+
+    def _common_filters(self, where: _Where, query: ListQuery) -> None:
+        if query.search:
+            where.add(f"search_text LIKE {where.param(like_pattern(query.search))} ESCAPE '\\'")
+        tags = query.filters.get("tags")
+        if tags:
+            where.add(self.db.any_of_json_array("tags", where.param(self.db.text_array(tags))))
+        for column in ("source", "status", "fulfillment_status", "financial_status", "type"):
+            values = query.filters.get(column)
+            if values:
+                where.add(f"{column} IN ({', '.join(where.param(v) for v in values)})")
+        since = query.filters.get("since")
+        if since:
+            where.add(f"created_at >= {where.param(int(since[0]))}")
+        until = query.filters.get("until")
+        if until:
+            where.add(f"created_at <= {where.param(int(until[0]))}")
+
+    async def list_customers(self, tenant: Tenant, query: ListQuery) -> Page:
+        where = _Where(tenant)
+        self._common_filters(where, query)
+        rows, total = await self._page("customers", self._CUSTOMER_COLUMNS, where, query)
+        return Page([_customer(row) for row in rows], total, query.page, query.limit)
+
+    # products ----------------------------------------------------------------------------------
+
+    _PRODUCT_COLUMNS = (
+        "id, product_id, name, description, media, status, options, tags, types, created_at,"
+        " updated_at"
+    )
+    _VARIANT_COLUMNS = "id, key, price_cents, compare_at_price_cents, inventory_sku, media"
+
+    async def _insert_variants(self, tenant: Tenant, product: Product) -> None:
+        for position, variant in enumerate(product.variants):
+            await self.db.execute(
+                "INSERT INTO variants (id, product_id, company_id, mode, position, key,"
+                " price_cents, compare_at_price_cents, inventory_sku, media)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                variant.id,
+                product.id,
+                tenant.company_id,
+                tenant.mode,
+                position,
+                variant.key,
+                variant.price_cents,
+                variant.compare_at_price_cents,
+                variant.inventory_sku,
+                None if variant.media is None else _dumps(variant.media),
+            )
+
+    def _product_values(self, product: Product) -> tuple[Any, ...]:
+        return (
+            product.name,
+            product.description,
+            None if product.media is None else _dumps(product.media),
+            product.status,
+            _dumps(product.options),
+            _dumps(product.tags),
+            _dumps(product.types),
+            _fold(product.name, product.product_id, product.description),
+            product.updated_at,
+        )
+
+    async def insert_product(self, tenant: Tenant, product: Product) -> None:
+        await self.db.execute(
+            "INSERT INTO products (company_id, mode, id, product_id, created_at, name,"
+            " description, media, status, options, tags, types, search_text, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            tenant.company_id,
+            tenant.mode,
+            product.id,
+            product.product_id,
+            product.created_at,
+            *self._product_values(product),
+        )
+        await self._insert_variants(tenant, product)
+
+    async def update_product(self, tenant: Tenant, product: Product) -> None:
+        await self.db.execute(
+            "UPDATE products SET name = $4, description = $5, media = $6, status = $7,"
+            " options = $8, tags = $9, types = $10, search_text = $11, updated_at = $12"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            product.id,
+            *self._product_values(product),
+        )
+        await self.db.execute("DELETE FROM variants WHERE product_id = $1", product.id)
+        await self._insert_variants(tenant, product)
+
+    async def _variants_of(self, product_ids: list[str]) -> dict[str, list[Variant]]:
+        found: dict[str, list[Variant]] = {pid: [] for pid in product_ids}
+        if not product_ids:
+            return found
+        params = ", ".join(f"${i}" for i in range(1, len(product_ids) + 1))
+        rows = await self.db.fetch(
+            f"SELECT product_id, {self._VARIANT_COLUMNS} FROM variants"
+            f" WHERE product_id IN ({params}) ORDER BY product_id, position",
+            *product_ids,
+        )
+        for row in rows:
+            found[row["product_id"]].append(_variant(row))
+        return found
+
+    async def get_product(self, tenant: Tenant, product_id: str) -> Product | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._PRODUCT_COLUMNS} FROM products"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            product_id,
+        )
+        if row is None:
+            return None
+        variants = await self._variants_of([product_id])
+        return _product(row, variants[product_id])
+
+    async def delete_product(self, tenant: Tenant, product_id: str) -> bool:
+        deleted = await self.db.execute(
+            "DELETE FROM products WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            product_id,
+        )
+        return deleted > 0
+
+    async def list_products(self, tenant: Tenant, query: ListQuery) -> Page:
+        where = _Where(tenant)
+        self._common_filters(where, query)
+        rows, total = await self._page("products", self._PRODUCT_COLUMNS, where, query)
+        variants = await self._variants_of([row["id"] for row in rows])
+        products = [_product(row, variants[row["id"]]) for row in rows]
+        return Page(products, total, query.page, query.limit)
+
+    async def get_variants(
+        self, tenant: Tenant, variant_ids: Sequence[str]
+    ) -> dict[str, tuple[Variant, str]]:
+        if not variant_ids:
+            return {}
+        params = ", ".join(f"${i}" for i in range(3, len(variant_ids) + 3))
+        rows = await self.db.fetch(
+            "SELECT v.id, v.key, v.price_cents, v.compare_at_price_cents, v.inventory_sku,"
+            " v.media, p.name AS product_name FROM variants v JOIN products p"
+            " ON p.id = v.product_id"
+            f" WHERE v.company_id = $1 AND v.mode = $2 AND v.id IN ({params})",
+            tenant.company_id,
+            tenant.mode,
+            *variant_ids,
+        )
+        return {row["id"]: (_variant(row), row["product_name"]) for row in rows}
+
+    # orders ------------------------------------------------------------------------------------
+
+    _ORDER_COLUMNS = (
+        "id, order_id, order_number, status, fulfillment_status, financial_status, total_cents,"
+        " currency, customer_id, customer, line_items, shipping_address, notes, tags,"
+        " created_at, updated_at"
+    )
+
+    def _order_search(self, order: Order) -> str:
+        customer = order.customer or {}
+        return _fold(order.order_id, customer.get("firstName"), customer.get("lastName"))
+
+    async def insert_order(self, tenant: Tenant, order: Order) -> None:
+        await self.db.execute(
+            "INSERT INTO orders (company_id, mode, id, order_id, order_number, status,"
+            " fulfillment_status, financial_status, total_cents, currency, customer_id,"
+            " customer, line_items, shipping_address, notes, tags, search_text, created_at,"
+            " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+            " $15, $16, $17, $18, $19)",
+            tenant.company_id,
+            tenant.mode,
+            order.id,
+            order.order_id,
+            order.order_number,
+            order.status,
+            order.fulfillment_status,
+            order.financial_status,
+            order.total_cents,
+            order.currency,
+            order.customer_id,
+            None if order.customer is None else _dumps(order.customer),
+            _dumps(order.line_items),
+            None if order.shipping_address is None else _dumps(order.shipping_address),
+            order.notes,
+            _dumps(order.tags),
+            self._order_search(order),
+            order.created_at,
+            order.updated_at,
+        )
+
+    async def update_order(self, tenant: Tenant, order: Order) -> None:
+        await self.db.execute(
+            "UPDATE orders SET status = $4, fulfillment_status = $5, financial_status = $6,"
+            " notes = $7, updated_at = $8 WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            order.id,
+            order.status,
+            order.fulfillment_status,
+            order.financial_status,
+            order.notes,
+            order.updated_at,
+        )
+
+    async def get_order(self, tenant: Tenant, order_id: str) -> Order | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._ORDER_COLUMNS} FROM orders"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            order_id,
+        )
+        return None if row is None else _order(row)
+
+    async def list_orders(self, tenant: Tenant, query: ListQuery) -> Page:
+        where = _Where(tenant)
+        self._common_filters(where, query)
+        rows, total = await self._page("orders", self._ORDER_COLUMNS, where, query)
+        return Page([_order(row) for row in rows], total, query.page, query.limit)
+
+    # events ------------------------------------------------------------------------------------
+
+    async def insert_event(self, tenant: Tenant, event: Event) -> None:
+        await self.db.execute(
+            "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            event.id,
+            tenant.company_id,
+            tenant.mode,
+            event.type,
+            event.payload,
+            event.created_at,
+        )
+
+    async def get_event(self, tenant: Tenant, event_id: str) -> Event | None:
+        row = await self.db.fetchrow(
+            "SELECT id, type, payload, created_at FROM events"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            event_id,
+        )
+        return None if row is None else _event(row)
+
+    async def list_events(self, tenant: Tenant, query: ListQuery) -> Page:
+        where = _Where(tenant)
+        self._common_filters(where, query)
+        sorted_query = ListQuery(query.page, query.limit, sort_field="created_at", sort_desc=True)
+        count_row = await self.db.fetchrow(
+            f"SELECT COUNT(*) AS n FROM events WHERE {where.sql()}", *where.args
+        )
+        total = int(count_row["n"]) if count_row is not None else 0
+        limit = where.param(sorted_query.limit)
+        offset = where.param((sorted_query.page - 1) * sorted_query.limit)
+        rows = await self.db.fetch(
+            f"SELECT id, type, payload, created_at FROM events WHERE {where.sql()}"
+            f" ORDER BY seq DESC LIMIT {limit} OFFSET {offset}",
+            *where.args,
+        )
+        return Page([_event(row) for row in rows], total, query.page, query.limit)
