@@ -18,12 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.integration
 
-from bitbybit.config import Settings  # noqa: E402  # after the path set-up above
-from bitbybit.models import ListQuery  # noqa: E402
-from bitbybit.services import Platform  # noqa: E402
-from tests.integration.servers import cli, serve  # noqa: E402
+from tests.integration.servers import cli, serve
+
+from bitbybit.config import Settings
+from bitbybit.models import ListQuery, Tenant
+from bitbybit.services import Platform
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,8 +34,6 @@ async def count_rows(database_url: str, company: str) -> tuple[int, int]:
     await platform.open(migrate=False)
     try:
         async with platform.store.read() as tx:
-            from bitbybit.models import Tenant
-
             tenant = Tenant(company, "live")
             customers = await tx.list_customers(tenant, ListQuery(limit=1))
             events = await tx.list_events(
@@ -88,7 +87,8 @@ def main() -> None:
         dialect = database_url.split(":", 1)[0]
         print(f"dialect: {dialect}")
         print(
-            f"POST /customers: {rate:.0f} req/s over {args.seconds}s, {args.connections} connections"
+            f"POST /customers: {rate:.0f} req/s over {args.seconds}s,"
+            f" {args.connections} connections"
         )
         print(f"responses: {total} ({failed.group(1) if failed else 0} non-2xx)")
         print(f"committed: {customers} customers, {events} customer.created events")
