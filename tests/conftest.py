@@ -120,7 +120,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings(clock: FakeClock) -> Settings:
-    return Settings(rate_limit=1000, clock=clock)
+    return Settings(rate_limit=1000, clock=clock, secret_key="bitbybit-test-secret-key")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ JSON with ``--json``.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -15,7 +16,7 @@ import orjson
 import typer
 
 from bitbybit.config import Settings
-from bitbybit.errors import BitbybitError
+from bitbybit.errors import BitbybitError, NotFound
 from bitbybit.services import Platform, access
 
 T = TypeVar("T")
@@ -28,13 +29,24 @@ app = typer.Typer(
 )
 companies_app = typer.Typer(help="Companies (tenants).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+endpoints_app = typer.Typer(help="Webhook endpoints.", no_args_is_help=True)
 app.add_typer(companies_app, name="companies")
 app.add_typer(keys_app, name="keys")
+app.add_typer(endpoints_app, name="endpoints")
 
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         "--database-url", envvar="BITBYBIT_DATABASE_URL", help="sqlite:///… or postgresql://…"
+    ),
+]
+Concurrency = Annotated[
+    int,
+    typer.Option(
+        "--concurrency",
+        envvar="BITBYBIT_CONCURRENCY",
+        min=0,
+        help="Delivery attempts in flight at once (0: no worker in this process)",
     ),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of plain lines")]
@@ -78,19 +90,18 @@ def _print(values: dict[str, Any], as_json: bool) -> None:
 def serve(
     host: Annotated[str, typer.Option(envvar="BITBYBIT_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="BITBYBIT_PORT")] = 8000,
+    concurrency: Concurrency = 256,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Migrate if needed, then run the API."""
+    """Migrate if needed, then run the API, the dashboard and a delivery worker."""
     import uvicorn
 
     from bitbybit.api.app import create_app
-    from bitbybit.logs import configure_logging
 
-    configure_logging()
     settings = _settings(database_url)
     _run(database_url, lambda platform: platform.store.migrate(), migrate=False)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, worker_concurrency=concurrency),
         host=host,
         port=port,
         loop="uvloop",
@@ -99,6 +110,21 @@ def serve(
         log_level="info",
         proxy_headers=False,
     )
+
+
+@app.command()
+def worker(concurrency: Concurrency = 256, database_url: DatabaseUrl = None) -> None:
+    """Run delivery workers only, until SIGINT or SIGTERM (in-flight attempts then finish)."""
+    from bitbybit.delivery.worker import Worker
+
+    async def work(platform: Platform) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await Worker(platform, concurrency=max(concurrency, 1)).run(stop)
+
+    _run(database_url, work)
 
 
 @app.command()
@@ -190,7 +216,57 @@ def keys_list(
             typer.echo("\t".join(str(v) for v in values.values()))
 
 
+@endpoints_app.command("create")
+def endpoints_create(
+    company: Annotated[str, typer.Option("--company", help="Company id (comp_…)")],
+    url: Annotated[str, typer.Option("--url", help="Where to POST events (https://…)")],
+    events: Annotated[
+        str | None, typer.Option("--events", help="Comma list of event types (default: all)")
+    ] = None,
+    test: Annotated[bool, typer.Option("--test", help="Receive test-mode events")] = False,
+    description: Annotated[str | None, typer.Option(help="A label")] = None,
+    multi_signature: Annotated[
+        bool, typer.Option("--multi-signature", help="Sign with both secrets while rotating")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Create a webhook endpoint; prints its id and its signing secret (shown once)."""
+    from pydantic import ValidationError
+
+    from bitbybit.models import Tenant
+    from bitbybit.schemas import EndpointCreate
+    from bitbybit.services import webhooks
+
+    try:
+        data = EndpointCreate(
+            url=url,
+            events=[e.strip() for e in events.split(",") if e.strip()] if events else None,  # type: ignore[misc]  # validated by the schema
+            description=description,
+            multiSignature=multi_signature,
+        )
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+        )
+        typer.echo(f"error: {problems}", err=True)
+        raise typer.Exit(1) from None
+    tenant = Tenant(company, "test" if test else "live")
+
+    async def work(platform: Platform) -> tuple[Any, str]:
+        async with platform.store.read() as tx:
+            if await tx.get_company(company) is None:
+                raise NotFound(f"no company {company}")
+        return await webhooks.create_endpoint(platform, tenant, data)
+
+    endpoint, secret = _run(database_url, work)
+    _print({"id": endpoint.id, "secret": secret}, as_json)
+
+
 def main() -> None:
+    from bitbybit.logs import configure_logging
+
+    configure_logging()  # JSON lines on stderr: stdout is for values scripts read
     try:
         app()
     except BitbybitError as error:

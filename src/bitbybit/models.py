@@ -144,3 +144,90 @@ class StoredResponse:
     status_code: int
     body: bytes
     created_at: int
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """A webhook endpoint; ``secret`` and ``next_secret`` are kept encrypted."""
+
+    id: str
+    url: str
+    description: str | None
+    events: list[str]
+    status: str
+    secret: str
+    next_secret: str | None
+    next_secret_at: int | None
+    multi_signature: bool
+    exhausted_in_row: int
+    status_reason: str | None
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    started_at: int
+    latency_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    status: str
+    attempts: int
+    next_attempt_at: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed delivery with everything needed to send it."""
+
+    delivery_id: str
+    event_id: str
+    event_type: str
+    payload: bytes
+    endpoint_id: str
+    url: str
+    secret: str
+    next_secret: str | None
+    next_secret_at: int | None
+    multi_signature: bool
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """One finished attempt and what it decided for its delivery."""
+
+    delivery_id: str
+    endpoint_id: str
+    number: int
+    started_at: int
+    latency_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: bytes | None
+    status: str
+    """The delivery's new status: ``succeeded``, ``pending`` (retry) or ``failed``."""
+    next_attempt_at: int
+    gone: bool = False
+    """The endpoint answered 410 Gone: suspend it."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    pending: int
+    due: int
+    oldest_due_at: int | None

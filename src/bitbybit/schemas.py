@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from bitbybit.webhooks.body import UnencodableBody, encode_body
+
 MAX_MONEY = 1_000_000_000_000  # a trillion in whole units keeps every total exact
 
 
@@ -49,7 +51,17 @@ Url = Annotated[str, Field(max_length=2048), AfterValidator(_storable), AfterVal
 Tag = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_storable)]
 Tags = Annotated[list[Tag], Field(max_length=50)]
 Money = Annotated[float, Field(ge=0, le=MAX_MONEY, strict=True), AfterValidator(_money)]
-Json = Annotated[Any, Field(description="Any JSON value")]
+
+
+def _signable(value: Any) -> Any:
+    try:
+        encode_body(value)
+    except UnencodableBody as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+Json = Annotated[Any, Field(description="Any JSON value"), AfterValidator(_signable)]
 
 
 class Body(BaseModel):
@@ -57,7 +69,9 @@ class Body(BaseModel):
 
 
 class AddressIn(Body):
-    id: Name | None = Field(None, description="Keep an existing address's id on replacement")
+    id: Name | None = Field(
+        default=None, description="Keep an existing address's id on replacement"
+    )
     firstName: Name | None = None
     lastName: Name | None = None
     phone: Phone | None = None
@@ -117,7 +131,7 @@ class ProductCreate(Body):
 
 
 class ProductUpdate(Body):
-    name: Name | None = Field(None, min_length=1)
+    name: Name | None = Field(default=None, min_length=1)
     description: LongText | None = None
     tags: Tags | None = None
     types: Tags | None = None
@@ -176,3 +190,55 @@ class OrderUpdate(Body):
     fulfillmentStatus: Literal["unfulfilled", "fulfilled"] | None = None
     financialStatus: Literal["pending", "paid", "refunded"] | None = None
     notes: LongText | None = None
+
+
+EventType = Literal[
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+    "order.created",
+    "order.updated",
+    "product.created",
+    "product.updated",
+    "product.deleted",
+    "message.received",
+    "message.status.updated",
+]
+WebhookUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_storable)]
+
+
+class EndpointCreate(Body):
+    url: WebhookUrl
+    events: Annotated[list[EventType], Field(min_length=1, max_length=10)] | None = Field(
+        default=None, description="Event types to receive; omit for every type"
+    )
+    description: Text | None = None
+    multiSignature: bool = Field(
+        default=False, description="Sign with both secrets during a rotation's grace period"
+    )
+
+
+class EndpointUpdate(Body):
+    url: WebhookUrl | None = None
+    events: Annotated[list[EventType], Field(min_length=1, max_length=10)] | None = None
+    description: Text | None = None
+    status: Literal["active", "disabled"] | None = None
+    multiSignature: bool | None = None
+
+
+class RotateSecret(Body):
+    graceHours: float = Field(default=24, ge=0, le=24 * 7)
+
+
+class Reactivate(Body):
+    recoverSince: Annotated[str, Field(max_length=40)] | None = Field(
+        default=None, description="ISO-8601 time: re-queue deliveries that failed since then"
+    )
+
+
+class TestSend(Body):
+    eventType: EventType = "customer.created"
+
+
+class Replay(Body):
+    endpointId: Name | None = None

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from bitbybit import __version__
 from bitbybit.api import errors
 from bitbybit.api.middleware import Guard
-from bitbybit.api.routes import customers, orders, products
+from bitbybit.api.routes import customers, orders, products, webhooks
 from bitbybit.config import Settings
 from bitbybit.services import Platform
 
@@ -27,8 +29,17 @@ Authenticate with `x-api-key: bbb_live_…` (or `x-bitbybit-key`). Every answer 
 `/customer/api/open/v1` is an alias of `/customer/open/v1`."""
 
 
-def create_app(settings: Settings | None = None, platform: Platform | None = None) -> FastAPI:
-    """The application; ``platform`` lets tests share an already opened store."""
+def create_app(
+    settings: Settings | None = None,
+    platform: Platform | None = None,
+    *,
+    worker_concurrency: int = 0,
+) -> FastAPI:
+    """The application; ``platform`` lets tests share an already opened store.
+
+    With ``worker_concurrency`` > 0 a delivery worker runs in the same process and event loop
+    for the application's lifetime (``bitbybit serve``).
+    """
     settings = settings or (platform.settings if platform else Settings.from_env())
     owned = platform is None
     the_platform = platform or Platform.from_settings(settings)
@@ -37,9 +48,20 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
             await the_platform.open()
+        stop = asyncio.Event()
+        worker = None
+        if worker_concurrency > 0:
+            from bitbybit.delivery.worker import Worker
+
+            worker = asyncio.create_task(
+                Worker(the_platform, concurrency=worker_concurrency).run(stop)
+            )
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await worker
             if owned:
                 await the_platform.close()
 
@@ -54,8 +76,12 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     )
     app.state.platform = the_platform
     for index, prefix in enumerate(CUSTOMER_PREFIXES):
-        for module in (customers, products, orders):
+        for module in (customers, products, orders, webhooks):
             app.include_router(module.router, prefix=prefix, include_in_schema=index == 0)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

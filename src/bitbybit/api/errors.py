@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from bitbybit.api.deps import check_access
 from bitbybit.errors import (
     AccessDenied,
     AuthError,
@@ -105,6 +106,14 @@ async def _domain(request: Request, error: Exception) -> Response:
 
 async def _validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
+    unparsed = any(item.get("type") == "json_invalid" for item in error.errors())
+    if unparsed and getattr(request.state, "rate", None) is None:
+        try:  # authentication answers first, as for every other request
+            await check_access(request)
+        except DomainError as denied:
+            return await _domain(request, denied)
+        except StorageUnavailable as down:
+            return await _unavailable(request, down)
     details = validation_details(error)
     summary = "; ".join(f"{d.field}: {d.message}" for d in details[:5])
     return envelope(400, "VALIDATION_ERROR", f"invalid request: {summary}", details)

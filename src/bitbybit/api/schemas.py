@@ -160,3 +160,138 @@ class OrderList(BaseModel):
 
 class DeletedEnvelope(BaseModel):
     data: Deleted
+
+
+class SecretRotation(BaseModel):
+    newSecretEffectiveAt: str
+
+
+class WebhookEndpoint(BaseModel):
+    id: str
+    url: str
+    description: str | None
+    events: list[str]
+    status: str
+    statusReason: str | None
+    multiSignature: bool
+    secretRotation: SecretRotation | None
+    createdAt: str
+    updatedAt: str
+
+
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    secret: str
+
+
+class WebhookEndpointEnvelope(BaseModel):
+    data: WebhookEndpoint
+
+
+class WebhookEndpointSecretEnvelope(BaseModel):
+    data: WebhookEndpointWithSecret
+
+
+class WebhookEndpointList(BaseModel):
+    data: list[WebhookEndpoint]
+    meta: Meta
+
+
+class RotatedSecret(BaseModel):
+    id: str
+    secret: str
+    effectiveAt: str
+
+
+class RotatedSecretEnvelope(BaseModel):
+    data: RotatedSecret
+
+
+class Reactivated(WebhookEndpoint):
+    recovered: int
+
+
+class ReactivatedEnvelope(BaseModel):
+    data: Reactivated
+
+
+class TestAttemptOut(BaseModel):
+    eventId: str
+    eventType: str
+    succeeded: bool
+    statusCode: int | None
+    latencyMs: int
+    error: str | None
+    responseBody: str | None
+
+
+class TestAttemptEnvelope(BaseModel):
+    data: TestAttemptOut
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    eventId: str
+    eventType: str
+    endpointId: str
+    status: str
+    attemptCount: int
+    nextAttemptAt: str | None
+    lastStatusCode: int | None
+    lastError: str | None
+    createdAt: str
+    updatedAt: str
+
+
+class AttemptOut(BaseModel):
+    number: int
+    startedAt: str
+    statusCode: int | None
+    latencyMs: int
+    error: str | None
+    responseBody: str | None
+
+
+class DeliveryDetail(DeliveryOut):
+    attempts: list[AttemptOut]
+
+
+class DeliveryEnvelope(BaseModel):
+    data: DeliveryOut
+
+
+class DeliveryDetailEnvelope(BaseModel):
+    data: DeliveryDetail
+
+
+class DeliveryList(BaseModel):
+    data: list[DeliveryOut]
+    meta: Meta
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    createdAt: str
+    payload: Any
+
+
+class EventDetail(EventOut):
+    deliveries: list[DeliveryOut]
+
+
+class EventList(BaseModel):
+    data: list[EventOut]
+    meta: Meta
+
+
+class EventDetailEnvelope(BaseModel):
+    data: EventDetail
+
+
+class Replayed(BaseModel):
+    eventId: str
+    deliveryIds: list[str]
+
+
+class ReplayedEnvelope(BaseModel):
+    data: Replayed

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from bitbybit.clock import Clock
 from bitbybit.config import Settings
+from bitbybit.crypto import SecretBox, load_box
 from bitbybit.errors import NotFound
 from bitbybit.store import Store, Tx, open_store
 
@@ -21,6 +22,7 @@ class Platform:
     store: Store
     settings: Settings
     _countries: dict[str, str] = field(default_factory=dict)
+    _box: SecretBox | None = None
 
     @property
     def clock(self) -> Clock:
@@ -28,6 +30,13 @@ class Platform:
 
     def now(self) -> int:
         return self.settings.clock()
+
+    @property
+    def secrets(self) -> SecretBox:
+        """Encrypts webhook signing secrets at rest (see ``bitbybit.crypto``)."""
+        if self._box is None:
+            self._box = load_box(self.settings)
+        return self._box
 
     async def run(self, operation: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``operation`` in one write transaction: all of it commits, or none of it."""
@@ -49,6 +58,7 @@ class Platform:
         return cls(open_store(settings.database_url), settings)
 
     async def open(self, *, migrate: bool = True) -> None:
+        self.secrets  # noqa: B018  # refuse to start without a usable secret key
         await self.store.open()
         if migrate:
             await self.store.migrate()

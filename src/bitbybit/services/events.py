@@ -6,6 +6,7 @@ from typing import Any, Final
 
 from bitbybit.ids import new_id
 from bitbybit.models import Event, Tenant
+from bitbybit.services import webhooks
 from bitbybit.store import Tx
 from bitbybit.webhooks.body import encode_body
 
@@ -31,4 +32,5 @@ async def record(
         raise ValueError(f"unknown event type {event_type!r}")
     event = Event(new_id("evt"), event_type, encode_body(payload), now)
     await tx.insert_event(tenant, event)
+    await webhooks.fan_out(tx, tenant, event, now)
     return event

@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from bitbybit.clock import iso
-from bitbybit.models import JSON, Customer, Order, Product, Variant
+from bitbybit.models import (
+    JSON,
+    Attempt,
+    Customer,
+    Delivery,
+    Endpoint,
+    Event,
+    Order,
+    Product,
+    Variant,
+)
 
 
 def money(cents: int | None) -> int | float | None:
@@ -117,3 +129,61 @@ def order_resource(record: Order) -> JSON:
 
 def deleted(object_id: str) -> dict[str, Any]:
     return {"id": object_id}
+
+
+def endpoint(record: Endpoint, now: int) -> JSON:
+    rotation = None
+    if record.next_secret_at is not None and record.next_secret_at > now:
+        rotation = {"newSecretEffectiveAt": iso(record.next_secret_at)}
+    return {
+        "id": record.id,
+        "url": record.url,
+        "description": record.description,
+        "events": record.events or ["*"],
+        "status": record.status,
+        "statusReason": record.status_reason,
+        "multiSignature": record.multi_signature,
+        "secretRotation": rotation,
+        "createdAt": iso(record.created_at),
+        "updatedAt": iso(record.updated_at),
+    }
+
+
+def delivery(record: Delivery) -> JSON:
+    return {
+        "id": record.id,
+        "eventId": record.event_id,
+        "eventType": record.event_type,
+        "endpointId": record.endpoint_id,
+        "status": record.status,
+        "attemptCount": record.attempts,
+        "nextAttemptAt": iso(record.next_attempt_at) if record.status == "pending" else None,
+        "lastStatusCode": record.last_status_code,
+        "lastError": record.last_error,
+        "createdAt": iso(record.created_at),
+        "updatedAt": iso(record.updated_at),
+    }
+
+
+def response_text(body: bytes | None) -> str | None:
+    return None if body is None else body.decode("utf-8", "replace")
+
+
+def attempt(record: Attempt) -> JSON:
+    return {
+        "number": record.number,
+        "startedAt": iso(record.started_at),
+        "statusCode": record.status_code,
+        "latencyMs": record.latency_ms,
+        "error": record.error,
+        "responseBody": response_text(record.response_body),
+    }
+
+
+def event(record: Event) -> JSON:
+    return {
+        "id": record.id,
+        "type": record.type,
+        "createdAt": iso(record.created_at),
+        "payload": orjson.loads(record.payload),
+    }

@@ -7,19 +7,25 @@ statements that differ between dialects. Nothing outside ``store/`` sees SQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from bitbybit.models import (
     ApiKey,
+    Attempt,
+    AttemptResult,
     Company,
     Customer,
+    Delivery,
+    Endpoint,
     Event,
+    Job,
     ListQuery,
     Order,
     Page,
     Product,
+    QueueStats,
     StoredResponse,
     Tenant,
     Variant,
@@ -82,9 +88,50 @@ class Tx(Protocol):
     async def get_event(self, tenant: Tenant, event_id: str) -> Event | None: ...
     async def list_events(self, tenant: Tenant, query: ListQuery) -> Page: ...
 
+    # webhook endpoints
+    async def insert_endpoint(self, tenant: Tenant, endpoint: Endpoint) -> None: ...
+    async def update_endpoint(self, tenant: Tenant, endpoint: Endpoint) -> None: ...
+    async def get_endpoint(self, tenant: Tenant, endpoint_id: str) -> Endpoint | None: ...
+    async def list_endpoints(self, tenant: Tenant) -> list[Endpoint]: ...
+    async def count_endpoints(self, company_id: str) -> int: ...
+    async def delete_endpoint(self, tenant: Tenant, endpoint_id: str) -> bool: ...
+    async def hold_pending(self, endpoint_id: str, now: int) -> int: ...
+
+    # deliveries
+    async def queue_deliveries(
+        self, tenant: Tenant, event: Event, endpoints: list[Endpoint], now: int
+    ) -> list[str]: ...
+    async def get_delivery(self, tenant: Tenant, delivery_id: str) -> Delivery | None: ...
+    async def list_deliveries(
+        self,
+        tenant: Tenant,
+        *,
+        endpoint_id: str | None = None,
+        event_id: str | None = None,
+        statuses: tuple[str, ...] = (),
+        page: int = 1,
+        limit: int = 100,
+    ) -> Page: ...
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]: ...
+    async def requeue(self, delivery_ids: Sequence[str], now: int) -> int: ...
+    async def recoverable(self, endpoint_id: str, since: int | None) -> list[str]: ...
+
+    # the delivery worker
+    async def due_endpoints(self, now: int) -> list[str]: ...
+    async def claim_due(
+        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
+    ) -> list[Job]: ...
+    async def release(self, owner: str, delivery_ids: Sequence[str]) -> None: ...
+    async def record_attempts(
+        self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
+    ) -> list[str]: ...
+    async def queue_stats(self, now: int) -> QueueStats: ...
+
 
 class Store(Protocol):
     dialect: str
+    on_deliveries: list[Callable[[], None]]
+    """Called after a commit that queued deliveries (wakes in-process workers)."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -96,8 +143,8 @@ class Store(Protocol):
         """A read-only view; never writes."""
         ...
 
-    async def migrate(self) -> list[str]:
-        """Apply pending migrations; returns the names applied."""
+    async def migrate(self, target: int | None = None) -> list[str]:
+        """Apply pending migrations (up to version ``target``); returns the names applied."""
         ...
 
     async def schema_version(self) -> int: ...

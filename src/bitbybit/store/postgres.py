@@ -6,7 +6,7 @@ and everything else relies on row locks and unique constraints.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,11 +57,43 @@ class _Driver:
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self.connection.executemany(sql, rows)
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+
     def any_of_json_array(self, column: str, placeholder: str) -> str:
         return f"(({column})::jsonb ?| {placeholder}::text[])"
 
     def text_array(self, values: Sequence[str]) -> Any:
         return list(values)
+
+
+WAKE_CHANNEL = "bitbybit_deliveries"
+
+
+class PostgresTx(SqlTx):
+    async def _lease(
+        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
+    ) -> list[str]:
+        if not slots:
+            return []
+        rows = await self.db.fetch(
+            "WITH picked AS (SELECT x.id FROM unnest($1::text[], $2::int[]) AS u(endpoint_id, n)"
+            " CROSS JOIN LATERAL (SELECT id FROM deliveries WHERE endpoint_id = u.endpoint_id"
+            " AND status = 'pending' AND next_attempt_at <= $3"
+            " AND (lease_expires_at IS NULL OR lease_expires_at < $3)"
+            " ORDER BY next_attempt_at LIMIT u.n FOR UPDATE SKIP LOCKED) x)"
+            " UPDATE deliveries SET lease_owner = $4, lease_expires_at = $5 FROM picked"
+            " WHERE deliveries.id = picked.id RETURNING deliveries.id",
+            list(slots),
+            list(slots.values()),
+            now,
+            owner,
+            lease_until,
+        )
+        return [row["id"] for row in rows]
 
 
 def normalise_url(url: str) -> str:
@@ -79,6 +111,8 @@ class PostgresStore:
         self.schema = schema
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self.on_deliveries: list[Callable[[], None]] = []
+        """Called after a commit that queued deliveries (wakes in-process workers)."""
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -114,24 +148,45 @@ class PostgresStore:
             raise _translate(error) from error
         try:
             if readonly:
-                yield SqlTx(_Driver(connection))
+                yield PostgresTx(_Driver(connection))
                 return
             transaction = connection.transaction()
             try:
                 await transaction.start()
             except _DRIVER_ERRORS as error:
                 raise _translate(error) from error
+            tx = PostgresTx(_Driver(connection))
             try:
-                yield SqlTx(_Driver(connection))
+                yield tx
             except BaseException:
                 await transaction.rollback()
                 raise
             try:
+                if tx.deliveries_created:  # LISTENers hear it when (and only if) this commits
+                    await connection.execute(f"NOTIFY {WAKE_CHANNEL}")
                 await transaction.commit()
             except _DRIVER_ERRORS as error:
                 raise _translate(error) from error
         finally:
             await self.pool.release(connection)
+        if tx.deliveries_created:
+            for wake in self.on_deliveries:
+                wake()
+
+    async def listen(self, wake: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``wake`` whenever any process commits new deliveries (LISTEN/NOTIFY)."""
+        settings = {"search_path": self.schema} if self.schema else {}
+        try:
+            connection = await asyncpg.connect(self.url, server_settings=settings)
+            await connection.add_listener(WAKE_CHANNEL, lambda *_: wake())
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+
+        async def close() -> None:
+            if not connection.is_closed():
+                await connection.close()
+
+        return close
 
     def write(self) -> Any:
         return self._transaction(readonly=False)
@@ -187,7 +242,8 @@ class PostgresStore:
                     f"{' NOT NULL' if row['is_nullable'] == 'NO' else ''}"
                 )
             indexes = await connection.fetch(
-                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+                "SELECT replace(indexdef, ' ON ' || quote_ident(schemaname) || '.', ' ON ')"
+                " AS indexdef FROM pg_indexes WHERE schemaname = current_schema()"
                 " ORDER BY indexname"
             )
             described["indexes"] = [row["indexdef"] for row in indexes]

@@ -11,16 +11,23 @@ from typing import Any, Protocol
 
 import orjson
 
+from bitbybit.ids import new_id
 from bitbybit.models import (
     ApiKey,
+    Attempt,
+    AttemptResult,
     Company,
     Customer,
+    Delivery,
+    Endpoint,
     Event,
+    Job,
     ListQuery,
     Mode,
     Order,
     Page,
     Product,
+    QueueStats,
     StoredResponse,
     Tenant,
     Variant,
@@ -37,6 +44,8 @@ class Driver(Protocol):
     async def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; returns the number of rows it touched."""
         ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
     def any_of_json_array(self, column: str, placeholder: str) -> str:
         """SQL that is true when the JSON array in ``column`` shares an element with the param."""
@@ -155,9 +164,66 @@ def _event(row: Row) -> Event:
     )
 
 
+def _endpoint(row: Row) -> Endpoint:
+    return Endpoint(
+        id=row["id"],
+        url=row["url"],
+        description=row["description"],
+        events=orjson.loads(row["events"]),
+        status=row["status"],
+        secret=row["secret"],
+        next_secret=row["next_secret"],
+        next_secret_at=row["next_secret_at"],
+        multi_signature=bool(row["multi_signature"]),
+        exhausted_in_row=row["exhausted_in_row"],
+        status_reason=row["status_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _delivery(row: Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        event_type=row["type"],
+        endpoint_id=row["endpoint_id"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _job(row: Row) -> Job:
+    return Job(
+        delivery_id=row["id"],
+        event_id=row["event_id"],
+        event_type=row["type"],
+        payload=bytes(row["payload"]),
+        endpoint_id=row["endpoint_id"],
+        url=row["url"],
+        secret=row["secret"],
+        next_secret=row["next_secret"],
+        next_secret_at=row["next_secret_at"],
+        multi_signature=bool(row["multi_signature"]),
+        attempts=row["attempts"],
+    )
+
+
+def _in(first: int, count: int) -> str:
+    """``$first, …`` placeholders for an IN list."""
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
 # -- list queries ------------------------------------------------------------------------------
 
 _SORTABLE = frozenset({"created_at", "updated_at", "first_name", "last_name", "email", "name"})
+_NULLABLE_SORTS = frozenset({"first_name", "last_name", "email"})
+"""Rows without a value sort last either way (SQLite and PostgreSQL disagree by default)."""
 
 
 class _Where:
@@ -440,11 +506,12 @@ class SqlTx:
         )
         total = int(count_row["n"]) if count_row is not None else 0
         direction = "DESC" if query.sort_desc else "ASC"
+        nulls = " NULLS LAST" if query.sort_field in _NULLABLE_SORTS else ""
         limit = where.param(query.limit)
         offset = where.param((query.page - 1) * query.limit)
         rows = await self.db.fetch(
             f"SELECT {columns} FROM {table} WHERE {where.sql()}"
-            f" ORDER BY {query.sort_field} {direction}, id {direction}"
+            f" ORDER BY {query.sort_field} {direction}{nulls}, id {direction}"
             f" LIMIT {limit} OFFSET {offset}",
             *where.args,
         )
@@ -527,7 +594,7 @@ class SqlTx:
         await self._insert_variants(tenant, product)
 
     async def update_product(self, tenant: Tenant, product: Product) -> None:
-        await self.db.execute(
+        updated = await self.db.execute(
             "UPDATE products SET name = $4, description = $5, media = $6, status = $7,"
             " options = $8, tags = $9, types = $10, search_text = $11, updated_at = $12"
             " WHERE company_id = $1 AND mode = $2 AND id = $3",
@@ -536,6 +603,8 @@ class SqlTx:
             product.id,
             *self._product_values(product),
         )
+        if not updated:  # not this tenant's product: leave its variants alone
+            return
         await self.db.execute("DELETE FROM variants WHERE product_id = $1", product.id)
         await self._insert_variants(tenant, product)
 
@@ -710,3 +779,353 @@ class SqlTx:
             *where.args,
         )
         return Page([_event(row) for row in rows], total, query.page, query.limit)
+
+    # webhook endpoints -------------------------------------------------------------------------
+
+    _ENDPOINT_COLUMNS = (
+        "id, url, description, events, status, secret, next_secret, next_secret_at,"
+        " multi_signature, exhausted_in_row, status_reason, created_at, updated_at"
+    )
+
+    async def insert_endpoint(self, tenant: Tenant, endpoint: Endpoint) -> None:
+        await self.db.execute(
+            "INSERT INTO webhook_endpoints (company_id, mode, id, url, description, events,"
+            " status, secret, next_secret, next_secret_at, multi_signature, exhausted_in_row,"
+            " status_reason, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            tenant.company_id,
+            tenant.mode,
+            endpoint.id,
+            *self._endpoint_values(endpoint),
+            endpoint.created_at,
+            endpoint.updated_at,
+        )
+
+    def _endpoint_values(self, endpoint: Endpoint) -> tuple[Any, ...]:
+        return (
+            endpoint.url,
+            endpoint.description,
+            _dumps(endpoint.events),
+            endpoint.status,
+            endpoint.secret,
+            endpoint.next_secret,
+            endpoint.next_secret_at,
+            1 if endpoint.multi_signature else 0,
+            endpoint.exhausted_in_row,
+            endpoint.status_reason,
+        )
+
+    async def update_endpoint(self, tenant: Tenant, endpoint: Endpoint) -> None:
+        await self.db.execute(
+            "UPDATE webhook_endpoints SET url = $4, description = $5, events = $6, status = $7,"
+            " secret = $8, next_secret = $9, next_secret_at = $10, multi_signature = $11,"
+            " exhausted_in_row = $12, status_reason = $13, updated_at = $14"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            endpoint.id,
+            *self._endpoint_values(endpoint),
+            endpoint.updated_at,
+        )
+
+    async def get_endpoint(self, tenant: Tenant, endpoint_id: str) -> Endpoint | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._ENDPOINT_COLUMNS} FROM webhook_endpoints"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            endpoint_id,
+        )
+        return None if row is None else _endpoint(row)
+
+    async def list_endpoints(self, tenant: Tenant) -> list[Endpoint]:
+        rows = await self.db.fetch(
+            f"SELECT {self._ENDPOINT_COLUMNS} FROM webhook_endpoints"
+            " WHERE company_id = $1 AND mode = $2 ORDER BY created_at, id",
+            tenant.company_id,
+            tenant.mode,
+        )
+        return [_endpoint(row) for row in rows]
+
+    async def count_endpoints(self, company_id: str) -> int:
+        row = await self.db.fetchrow(
+            "SELECT COUNT(*) AS n FROM webhook_endpoints WHERE company_id = $1", company_id
+        )
+        return int(row["n"]) if row is not None else 0
+
+    async def delete_endpoint(self, tenant: Tenant, endpoint_id: str) -> bool:
+        deleted = await self.db.execute(
+            "DELETE FROM webhook_endpoints WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            endpoint_id,
+        )
+        return deleted > 0
+
+    async def hold_pending(self, endpoint_id: str, now: int) -> int:
+        """Hold the endpoint's pending deliveries (it was suspended or disabled)."""
+        return await self.db.execute(
+            "UPDATE deliveries SET status = 'held', lease_owner = NULL, lease_expires_at = NULL,"
+            " updated_at = $2 WHERE endpoint_id = $1 AND status = 'pending'",
+            endpoint_id,
+            now,
+        )
+
+    # deliveries --------------------------------------------------------------------------------
+
+    deliveries_created = False
+    """Set when this transaction queued deliveries, so the store can wake workers on commit."""
+
+    async def queue_deliveries(
+        self, tenant: Tenant, event: Event, endpoints: list[Endpoint], now: int
+    ) -> list[str]:
+        """One delivery of ``event`` per endpoint: pending, or held if the endpoint is suspended."""
+        rows = [
+            (
+                new_id("dlv"),
+                event.id,
+                endpoint.id,
+                tenant.company_id,
+                tenant.mode,
+                "pending" if endpoint.status == "active" else "held",
+                now,
+            )
+            for endpoint in endpoints
+        ]
+        if not rows:
+            return []
+        await self.db.executemany(
+            "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
+            " attempts, next_attempt_at, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7)",
+            rows,
+        )
+        self.deliveries_created = True
+        return [row[0] for row in rows]
+
+    _DELIVERY_COLUMNS = (
+        "d.id, d.event_id, ev.type, d.endpoint_id, d.status, d.attempts, d.next_attempt_at,"
+        " d.last_status_code, d.last_error, d.created_at, d.updated_at"
+    )
+
+    async def get_delivery(self, tenant: Tenant, delivery_id: str) -> Delivery | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN events ev"
+            " ON ev.id = d.event_id WHERE d.company_id = $1 AND d.mode = $2 AND d.id = $3",
+            tenant.company_id,
+            tenant.mode,
+            delivery_id,
+        )
+        return None if row is None else _delivery(row)
+
+    async def list_deliveries(
+        self,
+        tenant: Tenant,
+        *,
+        endpoint_id: str | None = None,
+        event_id: str | None = None,
+        statuses: tuple[str, ...] = (),
+        page: int = 1,
+        limit: int = 100,
+    ) -> Page:
+        where = _Where(tenant)
+        where.conditions = ["d.company_id = $1", "d.mode = $2"]
+        if endpoint_id is not None:
+            where.add(f"d.endpoint_id = {where.param(endpoint_id)}")
+        if event_id is not None:
+            where.add(f"d.event_id = {where.param(event_id)}")
+        if statuses:
+            where.add(f"d.status IN ({', '.join(where.param(s) for s in statuses)})")
+        count_row = await self.db.fetchrow(
+            f"SELECT COUNT(*) AS n FROM deliveries d WHERE {where.sql()}", *where.args
+        )
+        total = int(count_row["n"]) if count_row is not None else 0
+        limit_param = where.param(limit)
+        offset_param = where.param((page - 1) * limit)
+        rows = await self.db.fetch(
+            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN events ev"
+            f" ON ev.id = d.event_id WHERE {where.sql()}"
+            f" ORDER BY d.created_at DESC, d.id DESC LIMIT {limit_param} OFFSET {offset_param}",
+            *where.args,
+        )
+        return Page([_delivery(row) for row in rows], total, page, limit)
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        rows = await self.db.fetch(
+            "SELECT number, started_at, latency_ms, status_code, error, response_body"
+            " FROM delivery_attempts WHERE delivery_id = $1 ORDER BY number, seq",
+            delivery_id,
+        )
+        return [
+            Attempt(
+                row["number"],
+                row["started_at"],
+                row["latency_ms"],
+                row["status_code"],
+                row["error"],
+                None if row["response_body"] is None else bytes(row["response_body"]),
+            )
+            for row in rows
+        ]
+
+    async def requeue(self, delivery_ids: Sequence[str], now: int) -> int:
+        """Make deliveries pending and due now (manual retry, recovery)."""
+        if not delivery_ids:
+            return 0
+        touched = await self.db.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_owner = NULL,"
+            f" lease_expires_at = NULL, updated_at = $1 WHERE id IN ({_in(2, len(delivery_ids))})",
+            now,
+            *delivery_ids,
+        )
+        self.deliveries_created = self.deliveries_created or touched > 0
+        return touched
+
+    async def recoverable(self, endpoint_id: str, since: int | None) -> list[str]:
+        """Deliveries reactivation re-queues: every held one, and failed ones since ``since``."""
+        if since is None:
+            rows = await self.db.fetch(
+                "SELECT id FROM deliveries WHERE endpoint_id = $1 AND status = 'held'",
+                endpoint_id,
+            )
+        else:
+            rows = await self.db.fetch(
+                "SELECT id FROM deliveries WHERE endpoint_id = $1 AND (status = 'held'"
+                " OR (status = 'failed' AND updated_at >= $2))",
+                endpoint_id,
+                since,
+            )
+        return [row["id"] for row in rows]
+
+    # the worker's side -------------------------------------------------------------------------
+
+    async def due_endpoints(self, now: int) -> list[str]:
+        """Active endpoints with at least one delivery due and not leased."""
+        rows = await self.db.fetch(
+            "SELECT e.id FROM webhook_endpoints e WHERE e.status = 'active' AND EXISTS ("
+            "SELECT 1 FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending'"
+            " AND d.next_attempt_at <= $1"
+            " AND (d.lease_expires_at IS NULL OR d.lease_expires_at < $1))",
+            now,
+        )
+        return [row["id"] for row in rows]
+
+    async def _lease(
+        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
+    ) -> list[str]:
+        """Lease up to ``slots[endpoint]`` due deliveries per endpoint; the dialect's claim."""
+        raise NotImplementedError
+
+    async def claim_due(
+        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
+    ) -> list[Job]:
+        """Lease due deliveries (``slots[e]`` at most for endpoint ``e``) with their content."""
+        ids = await self._lease(owner, now, lease_until, slots)
+        if not ids:
+            return []
+        rows = await self.db.fetch(
+            "SELECT d.id, d.event_id, ev.type, ev.payload, d.endpoint_id, e.url, e.secret,"
+            " e.next_secret, e.next_secret_at, e.multi_signature, d.attempts"
+            " FROM deliveries d JOIN events ev ON ev.id = d.event_id"
+            " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+            f" WHERE d.id IN ({_in(1, len(ids))}) ORDER BY d.next_attempt_at",
+            *ids,
+        )
+        return [_job(row) for row in rows]
+
+    async def release(self, owner: str, delivery_ids: Sequence[str]) -> None:
+        """Give leases back unattempted (graceful shutdown)."""
+        if delivery_ids:
+            await self.db.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL"
+                f" WHERE lease_owner = $1 AND id IN ({_in(2, len(delivery_ids))})",
+                owner,
+                *delivery_ids,
+            )
+
+    async def record_attempts(
+        self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
+    ) -> list[str]:
+        """Record attempts and their outcomes; returns the endpoints this suspended."""
+        if not results:
+            return []
+        await self.db.executemany(
+            "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
+            " status_code, error, response_body, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [
+                (
+                    r.delivery_id,
+                    r.number,
+                    r.started_at,
+                    r.latency_ms,
+                    r.status_code,
+                    r.error,
+                    r.response_body,
+                    owner,
+                )
+                for r in results
+            ],
+        )
+        await self.db.executemany(
+            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
+            " last_status_code = $5, last_error = $6, lease_owner = NULL,"
+            " lease_expires_at = NULL, updated_at = $7"
+            " WHERE id = $1 AND status = 'pending' AND lease_owner = $8",
+            [
+                (
+                    r.delivery_id,
+                    r.status,
+                    r.number,
+                    r.next_attempt_at,
+                    r.status_code,
+                    r.error,
+                    now,
+                    owner,
+                )
+                for r in results
+            ],
+        )
+        succeeded = {r.endpoint_id for r in results if r.status == "succeeded"}
+        for endpoint_id in sorted(succeeded):
+            await self.db.execute(
+                "UPDATE webhook_endpoints SET exhausted_in_row = 0"
+                " WHERE id = $1 AND exhausted_in_row <> 0",
+                endpoint_id,
+            )
+        suspended: list[str] = []
+        for result in results:
+            reason = None
+            if result.gone:
+                reason = "the endpoint answered 410 Gone"
+            elif result.status == "failed":
+                row = await self.db.fetchrow(
+                    "UPDATE webhook_endpoints SET exhausted_in_row = exhausted_in_row + 1"
+                    " WHERE id = $1 RETURNING exhausted_in_row, status",
+                    result.endpoint_id,
+                )
+                if row is not None and row["exhausted_in_row"] >= suspend_after:
+                    reason = f"{row['exhausted_in_row']} events in a row exhausted every retry"
+            if reason is not None and result.endpoint_id not in suspended:
+                touched = await self.db.execute(
+                    "UPDATE webhook_endpoints SET status = 'suspended', status_reason = $2,"
+                    " updated_at = $3 WHERE id = $1 AND status = 'active'",
+                    result.endpoint_id,
+                    reason,
+                    now,
+                )
+                if touched:
+                    await self.hold_pending(result.endpoint_id, now)
+                    suspended.append(result.endpoint_id)
+        return suspended
+
+    async def queue_stats(self, now: int) -> QueueStats:
+        row = await self.db.fetchrow(
+            "SELECT COUNT(*) AS pending,"
+            " SUM(CASE WHEN next_attempt_at <= $1 THEN 1 ELSE 0 END) AS due,"
+            " MIN(CASE WHEN next_attempt_at <= $1 THEN next_attempt_at END) AS oldest"
+            " FROM deliveries WHERE status = 'pending'",
+            now,
+        )
+        if row is None:
+            return QueueStats(0, 0, None)
+        return QueueStats(int(row["pending"]), int(row["due"] or 0), row["oldest"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -47,8 +47,11 @@ def database_path(url: str) -> str:
     return path
 
 
+_UNIQUENESS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
 def _translate(error: sqlite3.Error) -> StorageError:
-    if isinstance(error, sqlite3.IntegrityError):
+    if isinstance(error, sqlite3.IntegrityError) and error.sqlite_errorname in _UNIQUENESS:
         return IntegrityViolation(str(error))
     if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
         return StorageUnavailable(f"the database is busy: {error}")
@@ -79,6 +82,12 @@ class _Driver:
         except sqlite3.Error as error:
             raise _translate(error) from error
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self.connection.executemany(_positional(sql), rows)
+        except sqlite3.Error as error:
+            raise _translate(error) from error
+
     def any_of_json_array(self, column: str, placeholder: str) -> str:
         return (
             f"EXISTS (SELECT 1 FROM json_each({column}) AS item"
@@ -89,6 +98,31 @@ class _Driver:
         return orjson.dumps(list(values)).decode()
 
 
+class SQLiteTx(SqlTx):
+    async def _lease(
+        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
+    ) -> list[str]:
+        # Writers are serialised by BEGIN IMMEDIATE, so plain reads then an update are safe.
+        ids: list[str] = []
+        for endpoint_id, count in slots.items():
+            rows = await self.db.fetch(
+                "SELECT id FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'"
+                " AND next_attempt_at <= $2"
+                " AND (lease_expires_at IS NULL OR lease_expires_at < $2)"
+                " ORDER BY next_attempt_at LIMIT $3",
+                endpoint_id,
+                now,
+                count,
+            )
+            ids.extend(row["id"] for row in rows)
+        if ids:
+            await self.db.executemany(
+                "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $2 WHERE id = $3",
+                [(owner, lease_until, delivery_id) for delivery_id in ids],
+            )
+        return ids
+
+
 class SQLiteStore:
     dialect = "sqlite"
 
@@ -96,6 +130,8 @@ class SQLiteStore:
         self.path = database_path(url)
         self._connection: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self.on_deliveries: list[Callable[[], None]] = []
+        """Called after a commit that queued deliveries (wakes in-process workers)."""
 
     async def open(self) -> None:
         if self._connection is not None:
@@ -134,8 +170,9 @@ class SQLiteStore:
                 connection.execute(begin)
             except sqlite3.Error as error:
                 raise _translate(error) from error
+            tx = SQLiteTx(_Driver(connection))
             try:
-                yield SqlTx(_Driver(connection))
+                yield tx
             except BaseException:
                 connection.rollback()
                 raise
@@ -144,6 +181,9 @@ class SQLiteStore:
             except sqlite3.Error as error:
                 connection.rollback()
                 raise _translate(error) from error
+        if tx.deliveries_created:
+            for wake in self.on_deliveries:
+                wake()
 
     def write(self) -> Any:
         return self._transaction("BEGIN IMMEDIATE")

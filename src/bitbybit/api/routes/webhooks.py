@@ -1,0 +1,220 @@
+"""``/webhooks``, ``/events``, ``/deliveries``: SPEC §3 "Webhooks, events, deliveries"."""
+
+from __future__ import annotations
+
+from typing import Annotated, get_args
+
+from fastapi import APIRouter, Query, Response
+
+from bitbybit.api import schemas as out
+from bitbybit.api.deps import (
+    Limit,
+    PageNumber,
+    PlatformDep,
+    WebhooksRead,
+    WebhooksWrite,
+    many,
+    one,
+    split,
+)
+from bitbybit.api.routes import WRITE, errors
+from bitbybit.clock import iso, parse_iso
+from bitbybit.errors import ValidationFailed
+from bitbybit.models import ListQuery, Page
+from bitbybit.schemas import (
+    EndpointCreate,
+    EndpointUpdate,
+    EventType,
+    Reactivate,
+    Replay,
+    RotateSecret,
+    TestSend,
+)
+from bitbybit.services import payloads, webhooks
+from bitbybit.services.events import EVENT_TYPES
+
+router = APIRouter(tags=["webhooks"])
+DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
+
+
+@router.get("/webhooks", response_model=out.WebhookEndpointList, responses=errors())
+async def list_webhooks(platform: PlatformDep, who: WebhooksRead) -> Response:
+    endpoints = await webhooks.list_endpoints(platform, who.tenant)
+    now = platform.now()
+    page = Page(endpoints, len(endpoints), 1, max(len(endpoints), 1))
+    return many(page, lambda endpoint: payloads.endpoint(endpoint, now))
+
+
+@router.post(
+    "/webhooks",
+    status_code=201,
+    response_model=out.WebhookEndpointSecretEnvelope,
+    responses=errors(*WRITE),
+)
+async def create_webhook(
+    body: EndpointCreate, platform: PlatformDep, who: WebhooksWrite
+) -> Response:
+    endpoint, secret = await webhooks.create_endpoint(platform, who.tenant, body)
+    return one({**payloads.endpoint(endpoint, platform.now()), "secret": secret}, 201)
+
+
+@router.get(
+    "/webhooks/{endpoint_id}", response_model=out.WebhookEndpointEnvelope, responses=errors(404)
+)
+async def get_webhook(endpoint_id: str, platform: PlatformDep, who: WebhooksRead) -> Response:
+    endpoint = await webhooks.get_endpoint(platform, who.tenant, endpoint_id)
+    return one(payloads.endpoint(endpoint, platform.now()))
+
+
+@router.put(
+    "/webhooks/{endpoint_id}",
+    response_model=out.WebhookEndpointEnvelope,
+    responses=errors(404, *WRITE),
+)
+async def update_webhook(
+    endpoint_id: str, body: EndpointUpdate, platform: PlatformDep, who: WebhooksWrite
+) -> Response:
+    endpoint = await webhooks.update_endpoint(platform, who.tenant, endpoint_id, body)
+    return one(payloads.endpoint(endpoint, platform.now()))
+
+
+@router.delete("/webhooks/{endpoint_id}", response_model=out.DeletedEnvelope, responses=errors(404))
+async def delete_webhook(endpoint_id: str, platform: PlatformDep, who: WebhooksWrite) -> Response:
+    return one(payloads.deleted(await webhooks.delete_endpoint(platform, who.tenant, endpoint_id)))
+
+
+@router.post(
+    "/webhooks/{endpoint_id}/test",
+    response_model=out.TestAttemptEnvelope,
+    responses=errors(404, *WRITE),
+)
+async def send_test_webhook(
+    endpoint_id: str, platform: PlatformDep, who: WebhooksWrite, body: TestSend | None = None
+) -> Response:
+    event_type = (body or TestSend()).eventType
+    attempt = await webhooks.send_test(platform, who.tenant, endpoint_id, event_type)
+    sent = attempt.result
+    return one(
+        {
+            "eventId": attempt.event_id,
+            "eventType": attempt.event_type,
+            "succeeded": sent.succeeded,
+            "statusCode": sent.status_code,
+            "latencyMs": sent.latency_ms,
+            "error": sent.error,
+            "responseBody": payloads.response_text(sent.response_body),
+        }
+    )
+
+
+@router.post(
+    "/webhooks/{endpoint_id}/rotate-secret",
+    response_model=out.RotatedSecretEnvelope,
+    responses=errors(404, *WRITE),
+)
+async def rotate_webhook_secret(
+    endpoint_id: str, platform: PlatformDep, who: WebhooksWrite, body: RotateSecret | None = None
+) -> Response:
+    grace = (body or RotateSecret()).graceHours
+    endpoint, secret = await webhooks.rotate_secret(platform, who.tenant, endpoint_id, grace)
+    effective = endpoint.next_secret_at or endpoint.updated_at
+    return one({"id": endpoint.id, "secret": secret, "effectiveAt": iso(effective)})
+
+
+@router.post(
+    "/webhooks/{endpoint_id}/reactivate",
+    response_model=out.ReactivatedEnvelope,
+    responses=errors(404, *WRITE),
+)
+async def reactivate_webhook(
+    endpoint_id: str, platform: PlatformDep, who: WebhooksWrite, body: Reactivate | None = None
+) -> Response:
+    since = (body or Reactivate()).recoverSince
+    endpoint, recovered = await webhooks.reactivate(platform, who.tenant, endpoint_id, since)
+    return one({**payloads.endpoint(endpoint, platform.now()), "recovered": recovered})
+
+
+@router.get(
+    "/webhooks/{endpoint_id}/deliveries", response_model=out.DeliveryList, responses=errors(404)
+)
+async def list_webhook_deliveries(
+    endpoint_id: str,
+    platform: PlatformDep,
+    who: WebhooksRead,
+    page: PageNumber = 1,
+    limit: Limit = 20,
+    status: Annotated[str | None, Query(description="pending|succeeded|failed|held")] = None,
+) -> Response:
+    statuses = split(status)
+    for value in statuses:
+        if value not in DELIVERY_STATUSES:
+            raise ValidationFailed.field(
+                "status", f"unknown status {value!r}; use {', '.join(DELIVERY_STATUSES)}"
+            )
+    found = await webhooks.list_deliveries(platform, who.tenant, endpoint_id, statuses, page, limit)
+    return many(found, payloads.delivery)
+
+
+@router.get(
+    "/deliveries/{delivery_id}", response_model=out.DeliveryDetailEnvelope, responses=errors(404)
+)
+async def get_delivery(delivery_id: str, platform: PlatformDep, who: WebhooksRead) -> Response:
+    delivery, attempts = await webhooks.get_delivery(platform, who.tenant, delivery_id)
+    return one({**payloads.delivery(delivery), "attempts": [payloads.attempt(a) for a in attempts]})
+
+
+@router.post(
+    "/deliveries/{delivery_id}/retry",
+    response_model=out.DeliveryEnvelope,
+    responses=errors(404, *WRITE),
+)
+async def retry_delivery(delivery_id: str, platform: PlatformDep, who: WebhooksWrite) -> Response:
+    return one(payloads.delivery(await webhooks.retry_delivery(platform, who.tenant, delivery_id)))
+
+
+def _time(field: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(parse_iso(value))
+    except ValueError:
+        raise ValidationFailed.field(field, "must be an ISO-8601 time") from None
+
+
+@router.get("/events", response_model=out.EventList, responses=errors())
+async def list_events(
+    platform: PlatformDep,
+    who: WebhooksRead,
+    page: PageNumber = 1,
+    limit: Limit = 20,
+    type: Annotated[EventType | None, Query(description="One event type")] = None,
+    since: Annotated[str | None, Query(max_length=40, description="ISO-8601, inclusive")] = None,
+    until: Annotated[str | None, Query(max_length=40, description="ISO-8601, inclusive")] = None,
+) -> Response:
+    filters: dict[str, tuple[str, ...]] = {"type": (type,) if type else ()}
+    for name, value in (("since", since), ("until", until)):
+        parsed = _time(name, value)
+        if parsed is not None:
+            filters[name] = (parsed,)
+    query = ListQuery(page=page, limit=limit, filters={k: v for k, v in filters.items() if v})
+    return many(await webhooks.list_events(platform, who.tenant, query), payloads.event)
+
+
+@router.get("/events/{event_id}", response_model=out.EventDetailEnvelope, responses=errors(404))
+async def get_event(event_id: str, platform: PlatformDep, who: WebhooksRead) -> Response:
+    event, deliveries = await webhooks.get_event(platform, who.tenant, event_id)
+    return one({**payloads.event(event), "deliveries": [payloads.delivery(d) for d in deliveries]})
+
+
+@router.post(
+    "/events/{event_id}/replay", response_model=out.ReplayedEnvelope, responses=errors(404, *WRITE)
+)
+async def replay_event(
+    event_id: str, platform: PlatformDep, who: WebhooksWrite, body: Replay | None = None
+) -> Response:
+    endpoint_id = (body or Replay()).endpointId
+    created = await webhooks.replay_event(platform, who.tenant, event_id, endpoint_id)
+    return one({"eventId": event_id, "deliveryIds": created})
+
+
+assert set(EVENT_TYPES) == set(get_args(EventType))  # the schema and the outbox agree

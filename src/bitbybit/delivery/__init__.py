@@ -1,0 +1,1 @@
+"""Webhook delivery: the worker, the sender, the retry policy and the SSRF guard."""

@@ -1,0 +1,94 @@
+"""What an attempt's outcome means for its delivery: done, retry when, or give up (SPEC §6)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from bitbybit.models import AttemptResult, Job
+
+JITTER = 0.1
+"""Retries wait up to 10 % longer than the schedule says, so failures don't return in lockstep."""
+MAX_RETRY_AFTER_S = 24 * 60 * 60
+SUSPEND_AFTER = 3
+"""Consecutive events that exhausted every retry before an endpoint is suspended."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What one HTTP attempt gave, before any decision."""
+
+    started_at: int
+    latency_ms: int
+    status_code: int | None = None
+    error: str | None = None
+    response_body: bytes | None = None
+    retry_after_s: float | None = None
+    permanent: bool = False
+    """Retrying cannot help (the payload is over the size limit)."""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+def parse_retry_after(value: str | None, now_ms: int) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, min(when.timestamp() - now_ms / 1000, MAX_RETRY_AFTER_S))
+
+
+def decide(
+    job: Job, sent: SendResult, schedule: tuple[float, ...], now_ms: int, rng: random.Random
+) -> AttemptResult:
+    number = job.attempts + 1
+    status = "failed"
+    next_attempt_at = now_ms
+    gone = sent.status_code == 410
+    if sent.succeeded:
+        status = "succeeded"
+    elif not gone and not sent.permanent and number <= len(schedule):
+        delay = schedule[number - 1] * (1 + rng.uniform(0, JITTER))
+        if sent.retry_after_s is not None and sent.status_code in (429, 503):
+            delay = max(delay, sent.retry_after_s)
+        status = "pending"
+        next_attempt_at = now_ms + round(delay * 1000)
+    return AttemptResult(
+        delivery_id=job.delivery_id,
+        endpoint_id=job.endpoint_id,
+        number=number,
+        started_at=sent.started_at,
+        latency_ms=sent.latency_ms,
+        status_code=sent.status_code,
+        error=sent.error,
+        response_body=sent.response_body,
+        status=status,
+        next_attempt_at=next_attempt_at,
+        gone=gone,
+    )
+
+
+def signing_secrets(
+    job_secret: str, next_secret: str | None, next_at: int | None, multi: bool, now_ms: int
+) -> list[str]:
+    """The secrets to sign with now, given decrypted current and rotated-to secrets.
+
+    A rotated-to secret takes effect when its grace period ends; during the grace period the old
+    one signs alone, or both (new first) for endpoints that opted in to ``multiSignature``.
+    """
+    if next_secret is None or next_at is None:
+        return [job_secret]
+    if now_ms >= next_at:
+        return [next_secret]
+    return [next_secret, job_secret] if multi else [job_secret]

@@ -1,0 +1,252 @@
+"""The delivery worker: claim due deliveries under a lease, send, record, schedule retries.
+
+One loop claims; each claimed delivery is sent by its own task; finished attempts are recorded
+in batches. Concurrency is capped overall and per endpoint, and claims ask only for endpoints
+with free slots, so a slow or dead endpoint never holds up the others. Leases outlive the attempt
+deadline, so deliveries of a process that dies are claimed again once their lease runs out.
+
+Wake-ups: commits in this process (``store.on_deliveries``), PostgreSQL NOTIFY from other
+processes, the earliest retry this worker scheduled, and a polling fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from bitbybit.delivery import metrics
+from bitbybit.delivery.policy import SUSPEND_AFTER, SendResult, decide, signing_secrets
+from bitbybit.delivery.sender import Sender
+from bitbybit.errors import BitbybitError
+from bitbybit.ids import random_base62
+from bitbybit.models import AttemptResult, Job
+from bitbybit.services import Platform
+
+log = structlog.get_logger("bitbybit.delivery")
+
+POLL_SECONDS = 1.0
+LEASE_MARGIN_S = 30.0
+FLUSH_SECONDS = 0.01
+FLUSH_BATCH = 500
+STATS_SECONDS = 5.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def _nothing() -> None:
+    return None
+
+
+class Worker:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        concurrency: int = 256,
+        per_endpoint: int = 32,
+        sender: Sender | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.platform = platform
+        self.store = platform.store
+        self.concurrency = concurrency
+        self.per_endpoint = per_endpoint
+        self.sender = sender or Sender(platform.settings, connections=concurrency)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{random_base62(6)}"
+        self.schedule = platform.settings.retry_schedule
+        self.lease_ms = round((platform.settings.delivery_timeout + LEASE_MARGIN_S) * 1000)
+        self.inflight: Counter[str] = Counter()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.results: list[AttemptResult] = []
+        self.wake = asyncio.Event()
+        self.flushed = asyncio.Event()
+        self.next_retry_at: int | None = None
+        self.rng = random.Random()  # noqa: S311  # retry jitter, not cryptography
+        self._secrets: dict[str, str] = {}
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set, then finish in-flight attempts and record them."""
+        self.store.on_deliveries.append(self.wake.set)
+        unlisten = await self._listen()
+        recorder = asyncio.create_task(self._record_loop(stop))
+        stats = asyncio.create_task(self._stats_loop(stop))
+        log.info("worker_started", worker=self.name, concurrency=self.concurrency)
+        try:
+            while not stop.is_set():
+                claimed = await self._claim_once()
+                if claimed:
+                    continue  # there may be more
+                await self._sleep(stop)
+        finally:
+            self.store.on_deliveries.remove(self.wake.set)
+            await unlisten()
+            await self._drain()
+            stop.set()
+            await recorder
+            stats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stats
+            await self.sender.close()
+            log.info("worker_stopped", worker=self.name)
+
+    async def _listen(self) -> Callable[[], Awaitable[None]]:
+        listen = getattr(self.store, "listen", None)
+        if listen is None:  # SQLite: in-process wake-ups and polling
+            return _nothing
+        try:
+            closer: Callable[[], Awaitable[None]] = await listen(self.wake.set)
+        except BitbybitError as error:
+            log.warning("listen_failed", error=str(error), fallback="polling")
+            return _nothing
+        return closer
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        timeout = POLL_SECONDS
+        if self.next_retry_at is not None:
+            timeout = max(0.0, min(timeout, (self.next_retry_at - _now_ms()) / 1000))
+        self.wake.clear()
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self.next_retry_at is not None and self.next_retry_at <= _now_ms():
+            self.next_retry_at = None
+
+    async def _claim_once(self) -> int:
+        free = self.concurrency - sum(self.inflight.values())
+        if free <= 0:
+            return 0
+        now = _now_ms()
+        try:
+            async with self.store.read() as tx:
+                due = await tx.due_endpoints(now)
+            slots: dict[str, int] = {}
+            for endpoint_id in due:
+                room = min(self.per_endpoint - self.inflight[endpoint_id], free)
+                if room > 0:
+                    slots[endpoint_id] = room
+                    free -= room
+                if free <= 0:
+                    break
+            if not slots:
+                return 0
+            async with self.store.write() as tx:
+                jobs = await tx.claim_due(self.name, now, now + self.lease_ms, slots)
+        except BitbybitError as error:
+            log.warning("claim_failed", worker=self.name, error=str(error))
+            await asyncio.sleep(POLL_SECONDS)
+            return 0
+        for job in jobs:
+            self.inflight[job.endpoint_id] += 1
+            task = asyncio.create_task(self._deliver(job))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return len(jobs)
+
+    # -- one delivery ----------------------------------------------------------------------------
+
+    def _open(self, token: str) -> str:
+        secret = self._secrets.get(token)
+        if secret is None:
+            secret = self._secrets[token] = self.platform.secrets.open(token)
+        return secret
+
+    async def _deliver(self, job: Job) -> None:
+        try:
+            now = _now_ms()
+            secrets = signing_secrets(
+                self._open(job.secret),
+                self._open(job.next_secret) if job.next_secret else None,
+                job.next_secret_at,
+                job.multi_signature,
+                now,
+            )
+            sent = await self.sender.send(
+                job.url, job.event_id, job.event_type, job.payload, secrets
+            )
+        except Exception as error:  # a bug must not strand the delivery: record it as failed
+            log.exception("attempt_crashed", delivery_id=job.delivery_id, event_id=job.event_id)
+            sent = SendResult(started_at=_now_ms(), latency_ms=0, error=f"internal error: {error}")
+        finally:
+            self.inflight[job.endpoint_id] -= 1
+            if self.inflight[job.endpoint_id] <= 0:
+                del self.inflight[job.endpoint_id]
+            self.wake.set()
+        result = decide(job, sent, self.schedule, _now_ms(), self.rng)
+        metrics.DELIVERIES.labels(metrics.OUTCOME_NAMES[result.status]).inc()
+        metrics.ATTEMPT_SECONDS.observe(sent.latency_ms / 1000)
+        if result.status == "pending" and (
+            self.next_retry_at is None or result.next_attempt_at < self.next_retry_at
+        ):
+            self.next_retry_at = result.next_attempt_at
+        if result.status != "succeeded":
+            log.info(
+                "attempt_failed",
+                delivery_id=job.delivery_id,
+                event_id=job.event_id,
+                endpoint_id=job.endpoint_id,
+                attempt=result.number,
+                status_code=result.status_code,
+                error=result.error,
+                outcome=result.status,
+            )
+        self.results.append(result)
+
+    # -- recording -------------------------------------------------------------------------------
+
+    async def _record_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() or self.results:
+            if self.results:
+                await self.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
+
+    async def flush(self) -> None:
+        batch, self.results = self.results[:FLUSH_BATCH], self.results[FLUSH_BATCH:]
+        try:
+            async with self.store.write() as tx:
+                suspended = await tx.record_attempts(self.name, batch, _now_ms(), SUSPEND_AFTER)
+        except BitbybitError as error:
+            log.warning("record_failed", worker=self.name, error=str(error), pending=len(batch))
+            self.results = batch + self.results
+            await asyncio.sleep(POLL_SECONDS)
+            return
+        for endpoint_id in suspended:
+            metrics.SUSPENSIONS.inc()
+            log.warning("endpoint_suspended", endpoint_id=endpoint_id)
+        if any(result.status == "pending" for result in batch):
+            self.wake.set()
+
+    async def _drain(self) -> None:
+        if self.tasks:
+            log.info("worker_draining", worker=self.name, inflight=len(self.tasks))
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _stats_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with self.store.read() as tx:
+                    stats = await tx.queue_stats(_now_ms())
+            except BitbybitError:
+                pass
+            else:
+                metrics.QUEUE_PENDING.set(stats.pending)
+                metrics.QUEUE_DUE.set(stats.due)
+                oldest = stats.oldest_due_at
+                metrics.OLDEST_DUE_SECONDS.set(0 if oldest is None else (_now_ms() - oldest) / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATS_SECONDS)

@@ -1,0 +1,297 @@
+"""Webhook endpoints, events and deliveries as the API and the CLI see them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bitbybit.clock import parse_iso
+from bitbybit.delivery.policy import SendResult, signing_secrets
+from bitbybit.delivery.ssrf import TargetPolicy, check_url
+from bitbybit.errors import Conflict, NotFound, ValidationFailed
+from bitbybit.ids import new_id, random_base62
+from bitbybit.models import Attempt, Delivery, Endpoint, Event, ListQuery, Page, Tenant
+from bitbybit.schemas import EndpointCreate, EndpointUpdate
+from bitbybit.services import Platform
+from bitbybit.services.samples import SAMPLES
+from bitbybit.store import Tx
+from bitbybit.webhooks.body import encode_body
+
+MAX_ENDPOINTS = 10
+HOUR_MS = 60 * 60 * 1000
+
+
+def new_secret() -> str:
+    return f"whsec_{random_base62(32)}"
+
+
+def _vet(platform: Platform, url: str) -> str:
+    check_url(url, TargetPolicy.from_settings(platform.settings))
+    return url
+
+
+async def create_endpoint(
+    platform: Platform, tenant: Tenant, data: EndpointCreate
+) -> tuple[Endpoint, str]:
+    """A new endpoint and its signing secret, which is returned this once."""
+    _vet(platform, data.url)
+    secret = new_secret()
+    now = platform.now()
+    endpoint = Endpoint(
+        id=new_id("we"),
+        url=data.url,
+        description=data.description,
+        events=sorted(set(data.events or [])),
+        status="active",
+        secret=platform.secrets.seal(secret),
+        next_secret=None,
+        next_secret_at=None,
+        multi_signature=data.multiSignature,
+        exhausted_in_row=0,
+        status_reason=None,
+        created_at=now,
+        updated_at=now,
+    )
+    async with platform.store.write() as tx:
+        if await tx.count_endpoints(tenant.company_id) >= MAX_ENDPOINTS:
+            raise ValidationFailed.field(
+                "url", f"a company can have at most {MAX_ENDPOINTS} webhook endpoints"
+            )
+        await tx.insert_endpoint(tenant, endpoint)
+    return endpoint, secret
+
+
+async def _endpoint(tx: Tx, tenant: Tenant, endpoint_id: str) -> Endpoint:
+    endpoint = await tx.get_endpoint(tenant, endpoint_id)
+    if endpoint is None:
+        raise NotFound(f"no webhook endpoint {endpoint_id}")
+    return endpoint
+
+
+async def get_endpoint(platform: Platform, tenant: Tenant, endpoint_id: str) -> Endpoint:
+    async with platform.store.read() as tx:
+        return await _endpoint(tx, tenant, endpoint_id)
+
+
+async def list_endpoints(platform: Platform, tenant: Tenant) -> list[Endpoint]:
+    async with platform.store.read() as tx:
+        return await tx.list_endpoints(tenant)
+
+
+async def update_endpoint(
+    platform: Platform, tenant: Tenant, endpoint_id: str, data: EndpointUpdate
+) -> Endpoint:
+    sent = data.model_fields_set
+    if "url" in sent and data.url is not None:
+        _vet(platform, data.url)
+    now = platform.now()
+    async with platform.store.write() as tx:
+        endpoint = await _endpoint(tx, tenant, endpoint_id)
+        if "url" in sent and data.url is not None:
+            endpoint.url = data.url
+        if "events" in sent:
+            endpoint.events = sorted(set(data.events or []))
+        if "description" in sent:
+            endpoint.description = data.description
+        if "multiSignature" in sent and data.multiSignature is not None:
+            endpoint.multi_signature = data.multiSignature
+        if "status" in sent and data.status is not None and data.status != endpoint.status:
+            if endpoint.status == "suspended" and data.status == "active":
+                raise Conflict("the endpoint is suspended: use POST …/reactivate")
+            endpoint.status = data.status
+            endpoint.status_reason = (
+                "disabled through the API" if data.status == "disabled" else None
+            )
+            if data.status == "disabled":
+                await tx.hold_pending(endpoint.id, now)
+        endpoint.updated_at = max(now, endpoint.updated_at + 1)
+        await tx.update_endpoint(tenant, endpoint)
+    return endpoint
+
+
+async def delete_endpoint(platform: Platform, tenant: Tenant, endpoint_id: str) -> str:
+    async with platform.store.write() as tx:
+        if not await tx.delete_endpoint(tenant, endpoint_id):
+            raise NotFound(f"no webhook endpoint {endpoint_id}")
+    return endpoint_id
+
+
+async def rotate_secret(
+    platform: Platform, tenant: Tenant, endpoint_id: str, grace_hours: float
+) -> tuple[Endpoint, str]:
+    """A new secret, shown now, signing from the end of the grace period (at once for 0)."""
+    secret = new_secret()
+    now = platform.now()
+    async with platform.store.write() as tx:
+        endpoint = await _endpoint(tx, tenant, endpoint_id)
+        rotated = endpoint.next_secret_at is not None and endpoint.next_secret_at <= now
+        if endpoint.next_secret is not None and rotated:  # the previous rotation took effect
+            endpoint.secret = endpoint.next_secret
+        if grace_hours == 0:
+            endpoint.secret, endpoint.next_secret, endpoint.next_secret_at = (
+                platform.secrets.seal(secret),
+                None,
+                None,
+            )
+        else:
+            endpoint.next_secret = platform.secrets.seal(secret)
+            endpoint.next_secret_at = now + round(grace_hours * HOUR_MS)
+        endpoint.updated_at = max(now, endpoint.updated_at + 1)
+        await tx.update_endpoint(tenant, endpoint)
+    return endpoint, secret
+
+
+async def reactivate(
+    platform: Platform, tenant: Tenant, endpoint_id: str, recover_since: str | None
+) -> tuple[Endpoint, int]:
+    """Make the endpoint active again and re-queue what was held (and failed since a time)."""
+    since = None
+    if recover_since is not None:
+        try:
+            since = parse_iso(recover_since)
+        except ValueError:
+            raise ValidationFailed.field(
+                "recoverSince", "must be an ISO-8601 time such as 2024-01-15T10:30:00.000Z"
+            ) from None
+    now = platform.now()
+    async with platform.store.write() as tx:
+        endpoint = await _endpoint(tx, tenant, endpoint_id)
+        endpoint.status, endpoint.status_reason, endpoint.exhausted_in_row = "active", None, 0
+        endpoint.updated_at = max(now, endpoint.updated_at + 1)
+        await tx.update_endpoint(tenant, endpoint)
+        recovered = await tx.requeue(await tx.recoverable(endpoint.id, since), now)
+    return endpoint, recovered
+
+
+@dataclass(frozen=True, slots=True)
+class TestAttempt:
+    event_id: str
+    event_type: str
+    result: SendResult
+
+
+async def send_test(
+    platform: Platform, tenant: Tenant, endpoint_id: str, event_type: str
+) -> TestAttempt:
+    """Send a signed sample of ``event_type`` now and return what happened."""
+    from bitbybit.delivery.sender import Sender
+
+    endpoint = await get_endpoint(platform, tenant, endpoint_id)
+    now = platform.now()
+    secrets = signing_secrets(
+        platform.secrets.open(endpoint.secret),
+        platform.secrets.open(endpoint.next_secret) if endpoint.next_secret else None,
+        endpoint.next_secret_at,
+        endpoint.multi_signature,
+        now,
+    )
+    event_id = f"evt_test_{random_base62(20)}"
+    sender = Sender(platform.settings, connections=1)
+    try:
+        result = await sender.send(
+            endpoint.url, event_id, event_type, encode_body(SAMPLES[event_type]), secrets
+        )
+    finally:
+        await sender.close()
+    return TestAttempt(event_id, event_type, result)
+
+
+# events --------------------------------------------------------------------------------------
+
+
+async def list_events(platform: Platform, tenant: Tenant, query: ListQuery) -> Page:
+    async with platform.store.read() as tx:
+        return await tx.list_events(tenant, query)
+
+
+async def get_event(
+    platform: Platform, tenant: Tenant, event_id: str
+) -> tuple[Event, list[Delivery]]:
+    async with platform.store.read() as tx:
+        event = await tx.get_event(tenant, event_id)
+        if event is None:
+            raise NotFound(f"no event {event_id}")
+        deliveries = await tx.list_deliveries(tenant, event_id=event_id, limit=100)
+    return event, deliveries.items
+
+
+async def replay_event(
+    platform: Platform, tenant: Tenant, event_id: str, endpoint_id: str | None
+) -> list[str]:
+    """Queue the event again (same id, same body) to one endpoint or every subscribed one."""
+    now = platform.now()
+    async with platform.store.write() as tx:
+        event = await tx.get_event(tenant, event_id)
+        if event is None:
+            raise NotFound(f"no event {event_id}")
+        if endpoint_id is not None:
+            endpoint = await tx.get_endpoint(tenant, endpoint_id)
+            if endpoint is None:
+                raise ValidationFailed.field("endpointId", f"no webhook endpoint {endpoint_id}")
+            targets = [endpoint]
+        else:
+            targets = [e for e in await tx.list_endpoints(tenant) if subscribed(e, event.type)]
+        targets = [e for e in targets if e.status != "disabled"]
+        return await tx.queue_deliveries(tenant, event, targets, now)
+
+
+def subscribed(endpoint: Endpoint, event_type: str) -> bool:
+    return endpoint.status != "disabled" and (not endpoint.events or event_type in endpoint.events)
+
+
+async def fan_out(tx: Tx, tenant: Tenant, event: Event, now: int) -> None:
+    """Queue ``event`` to every subscribed endpoint, in the transaction that wrote it."""
+    endpoints = [e for e in await tx.list_endpoints(tenant) if subscribed(e, event.type)]
+    if endpoints:
+        await tx.queue_deliveries(tenant, event, endpoints, now)
+
+
+# deliveries ----------------------------------------------------------------------------------
+
+
+async def list_deliveries(
+    platform: Platform,
+    tenant: Tenant,
+    endpoint_id: str,
+    statuses: tuple[str, ...],
+    page: int,
+    limit: int,
+) -> Page:
+    async with platform.store.read() as tx:
+        await _endpoint(tx, tenant, endpoint_id)
+        return await tx.list_deliveries(
+            tenant, endpoint_id=endpoint_id, statuses=statuses, page=page, limit=limit
+        )
+
+
+async def get_delivery(
+    platform: Platform, tenant: Tenant, delivery_id: str
+) -> tuple[Delivery, list[Attempt]]:
+    async with platform.store.read() as tx:
+        delivery = await tx.get_delivery(tenant, delivery_id)
+        if delivery is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        return delivery, await tx.list_attempts(delivery_id)
+
+
+async def retry_delivery(platform: Platform, tenant: Tenant, delivery_id: str) -> Delivery:
+    """Send a delivery again now (a new series of attempts)."""
+    now = platform.now()
+    async with platform.store.write() as tx:
+        delivery = await tx.get_delivery(tenant, delivery_id)
+        if delivery is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        endpoint = await _endpoint(tx, tenant, delivery.endpoint_id)
+        if endpoint.status != "active":
+            raise Conflict(f"the endpoint is {endpoint.status}: reactivate it first")
+        if delivery.status != "pending":
+            await tx.requeue([delivery_id], now)
+        updated = await tx.get_delivery(tenant, delivery_id)
+    assert updated is not None  # it was there a moment ago in this transaction
+    return updated
+
+
+def payload_json(event: Event) -> Any:
+    return orjson.loads(event.payload)

@@ -1,0 +1,321 @@
+"""Schema migrations on SQLite and PostgreSQL: applied once, in order, and a database migrated
+step by step (with data in it) ends with the same schema as a fresh install."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from importlib import resources
+from typing import cast
+
+import asyncpg
+import pytest
+
+from bitbybit.models import Tenant
+from bitbybit.store import Store, migrations
+from bitbybit.store.postgres import PostgresStore
+from bitbybit.store.sql import Driver, SqlTx
+from tests.conftest import DIALECTS, POSTGRES_URL, make_store
+
+T0 = 1_700_000_000_000
+VERSIONS = [migration.version for migration in migrations.load("sqlite")]
+HEAD = VERSIONS[-1]
+
+
+def names(dialect: str) -> list[str]:
+    return [f"{m.version:04d}_{m.name}" for m in migrations.load(dialect)]
+
+
+# -- the migration files -----------------------------------------------------------------------
+
+
+def test_every_migration_exists_for_both_dialects() -> None:
+    sqlite, postgres = migrations.load("sqlite"), migrations.load("postgres")
+    assert [(m.version, m.name) for m in sqlite] == [(m.version, m.name) for m in postgres]
+    assert [m.version for m in sqlite] == list(range(1, len(sqlite) + 1))  # no gaps, from 1
+    for dialect in DIALECTS:
+        folder = resources.files(migrations.__name__).joinpath(dialect)
+        files = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+        assert files == [f"{name}.sql" for name in names(dialect)]
+        assert all(re.fullmatch(r"\d{4}_[a-z0-9_]+\.sql", file) for file in files), files
+        assert all(m.sql.strip() for m in migrations.load(dialect))
+
+
+# -- applying ----------------------------------------------------------------------------------
+
+
+async def test_an_empty_database_has_version_zero(empty_store: Store) -> None:
+    assert await empty_store.schema_version() == 0
+
+
+async def test_migrating_an_empty_database_applies_every_migration(empty_store: Store) -> None:
+    applied = await empty_store.migrate()
+    assert applied == names(empty_store.dialect)
+    assert await empty_store.schema_version() == HEAD
+    schema = await empty_store.describe_schema()
+    assert {"companies", "customers", "products", "orders", "events", "schema_migrations"} <= set(
+        schema
+    )
+
+
+async def test_migrating_again_applies_nothing(empty_store: Store) -> None:
+    await empty_store.migrate()
+    before = await empty_store.describe_schema()
+    assert await empty_store.migrate() == []
+    assert await empty_store.schema_version() == HEAD
+    assert await empty_store.describe_schema() == before
+
+
+async def test_migrating_to_a_target_stops_there(empty_store: Store) -> None:
+    all_names = names(empty_store.dialect)
+    assert await empty_store.migrate(target=1) == all_names[:1]
+    assert await empty_store.schema_version() == 1
+    assert await empty_store.migrate(target=1) == []
+    assert await empty_store.migrate() == all_names[1:]
+    assert await empty_store.schema_version() == HEAD
+
+
+# -- fresh install equals migrated schema ------------------------------------------------------
+
+# Data for each version, written in that version's own SQL (not the current store code, which
+# follows the newest schema). Add one when a migration adds tables worth carrying data through.
+LIVE = Tenant("co_seed", "live")
+
+
+async def _seed_v1(db: Driver) -> None:
+    await db.execute(
+        "INSERT INTO companies (id, name, country, created_at) VALUES ($1, $2, $3, $4)",
+        "co_seed",
+        "Seed Co",
+        "ID",
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO api_keys (id, company_id, mode, key_hash, prefix, scopes, ip_allowlist,"
+        " name, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "key_seed",
+        "co_seed",
+        "live",
+        "hash_seed",
+        "bb_live_x",
+        "customers:read",
+        "[]",
+        None,
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO customers (id, company_id, mode, email, email_key, phone_number,"
+        " first_name, last_name, image_url, tags, addresses, source, search_text, created_at,"
+        " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        "cust_seed",
+        "co_seed",
+        "live",
+        "Seed@Example.com",
+        "seed@example.com",
+        "+628111",
+        "Seed",
+        None,
+        None,
+        '["vip"]',
+        "[]",
+        "api",
+        "seed seed@example.com +628111",
+        T0,
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO products (id, company_id, mode, product_id, name, options, tags, types,"
+        " search_text, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "prod_seed",
+        "co_seed",
+        "live",
+        "ext_seed",
+        "Kopi",
+        "[]",
+        "[]",
+        "[]",
+        "kopi ext_seed",
+        T0,
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO variants (id, product_id, company_id, mode, position, key, price_cents)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "var_seed",
+        "prod_seed",
+        "co_seed",
+        "live",
+        0,
+        "default",
+        10_000,
+    )
+    await db.execute(
+        "INSERT INTO orders (id, company_id, mode, order_id, order_number, status,"
+        " fulfillment_status, financial_status, total_cents, line_items, tags, search_text,"
+        " created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "ord_seed",
+        "co_seed",
+        "live",
+        "ORD-1",
+        1,
+        "active",
+        "unfulfilled",
+        "paid",
+        10_000,
+        "[]",
+        "[]",
+        "ord-1",
+        T0,
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "evt_seed",
+        "co_seed",
+        "live",
+        "customer.created",
+        b'{"id":"cust_seed"}',
+        T0,
+    )
+
+
+async def _seed_v2(db: Driver) -> None:
+    await db.execute(
+        "INSERT INTO webhook_endpoints (id, company_id, mode, url, events, status, secret,"
+        " multi_signature, exhausted_in_row, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "we_seed",
+        "co_seed",
+        "live",
+        "https://hooks.example.com/in",
+        '["customer.created"]',
+        "active",
+        "encrypted-secret",
+        0,
+        0,
+        T0,
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "del_seed",
+        "evt_seed",
+        "we_seed",
+        "co_seed",
+        "live",
+        "pending",
+        0,
+        T0,
+        T0,
+        T0,
+    )
+
+
+SEEDS: dict[int, Callable[[Driver], Awaitable[None]]] = {1: _seed_v1, 2: _seed_v2}
+
+
+async def seed(store: Store, version: int) -> None:
+    """Write the data of every version up to ``version``, in that version's SQL."""
+    async with store.write() as tx:
+        db = cast(SqlTx, tx).db
+        for seeded_version in sorted(SEEDS):
+            if seeded_version <= version:
+                await SEEDS[seeded_version](db)
+
+
+async def fresh_schema(
+    dialect: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[str]]:
+    """The schema of a second, freshly installed database."""
+    stores = cast(AsyncGenerator[Store, None], make_store(dialect, tmp_path_factory))
+    fresh = await anext(stores)
+    try:
+        await fresh.migrate()
+        return await fresh.describe_schema()
+    finally:
+        await stores.aclose()  # closes the store (and drops its PostgreSQL schema)
+
+
+@pytest.mark.parametrize("version", VERSIONS[:-1] or [0])
+async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
+    empty_store: Store, tmp_path_factory: pytest.TempPathFactory, version: int
+) -> None:
+    await empty_store.migrate(target=version)
+    assert await empty_store.schema_version() == version
+    await seed(empty_store, version)
+
+    applied = await empty_store.migrate()
+    assert applied == names(empty_store.dialect)[version:]
+    assert await empty_store.schema_version() == HEAD
+    assert await empty_store.describe_schema() == await fresh_schema(
+        empty_store.dialect, tmp_path_factory
+    )
+    if version >= 1:  # the data survived and the current code reads it
+        async with empty_store.read() as tx:
+            company = await tx.get_company("co_seed")
+            customer = await tx.find_customer(LIVE, email="SEED@example.com")
+            product = await tx.get_product(LIVE, "prod_seed")
+            event = await tx.get_event(LIVE, "evt_seed")
+        assert company is not None
+        assert company.name == "Seed Co"
+        assert customer is not None
+        assert (customer.id, customer.tags) == ("cust_seed", ["vip"])
+        assert product is not None
+        assert [v.id for v in product.variants] == ["var_seed"]
+        assert event is not None
+        assert event.payload == b'{"id":"cust_seed"}'
+
+
+def test_every_version_but_the_newest_has_seed_data() -> None:
+    """A new migration makes the previous head an "earlier version": give it data to carry."""
+    assert set(VERSIONS[:-1]) <= set(SEEDS)
+
+
+async def test_the_schema_description_does_not_depend_on_where_the_store_lives(
+    empty_store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    await empty_store.migrate()
+    mine = await empty_store.describe_schema()
+    assert mine == await fresh_schema(empty_store.dialect, tmp_path_factory)
+    assert mine["indexes"], "indexes are part of the description"
+    assert any("customers_email" in index for index in mine["indexes"])
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["postgres"])
+async def test_concurrent_migrations_on_postgres_apply_the_schema_once(
+    empty_store: Store,
+) -> None:
+    assert isinstance(empty_store, PostgresStore)
+    schema = empty_store.schema
+    assert schema is not None
+    others = [PostgresStore(POSTGRES_URL, schema=schema, pool_size=2) for _ in range(3)]
+    try:
+        for other in others:
+            await other.open()
+        results = await asyncio.gather(
+            empty_store.migrate(), *(other.migrate() for other in others)
+        )
+    finally:
+        for other in others:
+            await other.close()
+
+    everything = names("postgres")
+    assert sorted(name for applied in results for name in applied) == everything
+    assert await empty_store.schema_version() == HEAD
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        rows = await connection.fetch(
+            f"SELECT version, name FROM {schema}.schema_migrations ORDER BY version"  # noqa: S608  # the schema name is ours
+        )
+    finally:
+        await connection.close()
+    assert [f"{row['version']:04d}_{row['name']}" for row in rows] == everything
