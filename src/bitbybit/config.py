@@ -65,6 +65,8 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     delivery_timeout: float = 30.0
+    lease_seconds: float | None = None
+    """How long a claimed delivery stays leased; default: the delivery timeout plus 30 s."""
     allow_private_targets: bool = False
     allow_http_targets: bool = False
     channel: str = "sandbox"
@@ -84,6 +86,11 @@ class Settings:
                 parse_retry_schedule(schedule) if schedule is not None else DEFAULT_RETRY_SCHEDULE
             ),
             delivery_timeout=_positive_float(env, "DELIVERY_TIMEOUT", 30.0),
+            lease_seconds=(
+                _positive_float(env, "LEASE_SECONDS", 1.0)
+                if env.get("BITBYBIT_LEASE_SECONDS")
+                else None
+            ),
             allow_private_targets=_flag(env.get("BITBYBIT_ALLOW_PRIVATE_TARGETS")),
             allow_http_targets=_flag(env.get("BITBYBIT_ALLOW_HTTP_TARGETS")),
             channel=env.get("BITBYBIT_CHANNEL") or "sandbox",

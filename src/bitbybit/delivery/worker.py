@@ -64,7 +64,9 @@ class Worker:
         self.sender = sender or Sender(platform.settings, connections=concurrency)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{random_base62(6)}"
         self.schedule = platform.settings.retry_schedule
-        self.lease_ms = round((platform.settings.delivery_timeout + LEASE_MARGIN_S) * 1000)
+        settings = platform.settings
+        lease = settings.lease_seconds or settings.delivery_timeout + LEASE_MARGIN_S
+        self.lease_ms = round(max(lease, settings.delivery_timeout + 1) * 1000)
         self.inflight: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[None]] = set()
         self.results: list[AttemptResult] = []
