@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import string
 
 BASE62 = string.digits + string.ascii_letters
+_USABLE = 62 * 4  # bytes below 248 map evenly onto 62 characters; the rest are dropped
+_TABLE = bytes(BASE62[b % 62].encode()[0] if b < _USABLE else 0 for b in range(256))
+_DROP = bytes(range(_USABLE, 256))
 
 
 def random_base62(length: int) -> str:
-    return "".join(secrets.choice(BASE62) for _ in range(length))
+    """``length`` uniformly random base62 characters from the OS's CSPRNG."""
+    text = b""
+    while len(text) < length:
+        text += os.urandom(length + 8).translate(_TABLE, _DROP)
+    return text[:length].decode("ascii")
 
 
 def new_id(prefix: str, length: int = 20) -> str:

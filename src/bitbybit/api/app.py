@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,6 +18,7 @@ from bitbybit.api import errors
 from bitbybit.api.middleware import Guard
 from bitbybit.api.routes import customers, orders, products, webhooks
 from bitbybit.config import Settings
+from bitbybit.logs import configure_logging
 from bitbybit.services import Platform
 
 CUSTOMER_PREFIXES = ("/customer/open/v1", "/customer/api/open/v1")
@@ -40,6 +42,8 @@ def create_app(
     With ``worker_concurrency`` > 0 a delivery worker runs in the same process and event loop
     for the application's lifetime (``bitbybit serve``).
     """
+    if not structlog.is_configured():
+        configure_logging()
     settings = settings or (platform.settings if platform else Settings.from_env())
     owned = platform is None
     the_platform = platform or Platform.from_settings(settings)

@@ -27,6 +27,8 @@ class SendResult:
     retry_after_s: float | None = None
     permanent: bool = False
     """Retrying cannot help (the payload is over the size limit)."""
+    unreachable: bool = False
+    """No HTTP answer at all: timeout, connection or TLS failure."""
 
     @property
     def succeeded(self) -> bool:

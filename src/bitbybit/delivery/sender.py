@@ -90,11 +90,12 @@ class Sender:
                     if not response.content.at_eof():
                         response.close()  # more than we keep: drop the connection, not read on
         except TimeoutError:
-            return result(status_code=status, error=f"timed out after {self.timeout:g} s")
+            timed_out = f"timed out after {self.timeout:g} s"
+            return result(status_code=status, error=timed_out, unreachable=True)
         except aiohttp.ClientError as error:
-            return result(status_code=status, error=_describe(error))
+            return result(status_code=status, error=_describe(error), unreachable=True)
         except OSError as error:
-            return result(status_code=status, error=f"connection failed: {error}")
+            return result(status_code=status, error=f"connection failed: {error}", unreachable=True)
         problem = None
         if 300 <= status < 400:
             problem = f"redirect ({status}) not followed"

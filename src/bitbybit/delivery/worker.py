@@ -37,6 +37,8 @@ LEASE_MARGIN_S = 30.0
 FLUSH_SECONDS = 0.01
 FLUSH_BATCH = 500
 STATS_SECONDS = 5.0
+START_CAP = 8
+MIN_CAP = 2
 
 
 def _now_ms() -> int:
@@ -53,7 +55,7 @@ class Worker:
         platform: Platform,
         *,
         concurrency: int = 256,
-        per_endpoint: int = 32,
+        per_endpoint: int = 64,
         sender: Sender | None = None,
         name: str | None = None,
     ) -> None:
@@ -68,6 +70,11 @@ class Worker:
         lease = settings.lease_seconds or settings.delivery_timeout + LEASE_MARGIN_S
         self.lease_ms = round(max(lease, settings.delivery_timeout + 1) * 1000)
         self.inflight: Counter[str] = Counter()
+        self.start_cap = min(START_CAP, per_endpoint)
+        self.caps: dict[str, int] = {}
+        """Each endpoint's current in-flight allowance: it starts small, grows by one with every
+        success up to ``per_endpoint`` and halves whenever an attempt gets no answer, so an
+        endpoint that hangs holds a few slots, never the worker's whole capacity."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.results: list[AttemptResult] = []
         self.wake = asyncio.Event()
@@ -138,8 +145,12 @@ class Worker:
                 due = await tx.due_endpoints(now)
             slots: dict[str, int] = {}
             for endpoint_id in due:
-                room = min(self.per_endpoint - self.inflight[endpoint_id], free)
-                if room > 0:
+                busy = self.inflight[endpoint_id]
+                cap = self.caps.get(endpoint_id, self.start_cap)
+                chunk = max(1, cap // 4)
+                room = min(cap - busy, free)
+                # A busy endpoint is topped up in chunks, not one slot at a time: fewer claims.
+                if room >= chunk or (busy == 0 and room > 0):
                     slots[endpoint_id] = room
                     free -= room
                 if free <= 0:
@@ -188,6 +199,11 @@ class Worker:
             if self.inflight[job.endpoint_id] <= 0:
                 del self.inflight[job.endpoint_id]
             self.wake.set()
+        cap = self.caps.get(job.endpoint_id, self.start_cap)
+        if sent.unreachable:
+            self.caps[job.endpoint_id] = max(MIN_CAP, cap // 2)
+        elif cap < self.per_endpoint:
+            self.caps[job.endpoint_id] = cap + 1
         result = decide(job, sent, self.schedule, _now_ms(), self.rng)
         metrics.DELIVERIES.labels(metrics.OUTCOME_NAMES[result.status]).inc()
         metrics.ATTEMPT_SECONDS.observe(sent.latency_ms / 1000)

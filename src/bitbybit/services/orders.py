@@ -5,7 +5,13 @@ from __future__ import annotations
 from bitbybit.errors import NotFound, ValidationFailed
 from bitbybit.ids import new_id
 from bitbybit.models import JSON, Customer, ListQuery, Order, Page, Tenant
-from bitbybit.schemas import CustomerCreate, OrderCreate, OrderCustomerIn, OrderUpdate
+from bitbybit.schemas import (
+    MAX_MONEY,
+    CustomerCreate,
+    OrderCreate,
+    OrderCustomerIn,
+    OrderUpdate,
+)
 from bitbybit.services import Platform, customers, events, payloads
 from bitbybit.services.phones import normalise
 from bitbybit.store import Tx
@@ -69,6 +75,9 @@ async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: OrderCreate) 
                 "title": _title(product_name, variant.key),
             }
         )
+    total_cents = sum(item["priceCents"] * item["quantity"] for item in line_items)
+    if total_cents > MAX_MONEY * 100:  # beyond it a total is no longer an exact JSON number
+        raise ValidationFailed.field("lineItems", f"the order total exceeds {MAX_MONEY}")
     customer = await _customer(platform, tx, tenant, data, country)
     shipping = data.shippingAddress
     number = await tx.next_counter(tenant, "order")
@@ -80,7 +89,7 @@ async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: OrderCreate) 
         status="active",
         fulfillment_status="unfulfilled",
         financial_status="pending",
-        total_cents=sum(item["priceCents"] * item["quantity"] for item in line_items),
+        total_cents=total_cents,
         currency=None,
         customer_id=customer.id,
         customer=payloads.customer_summary(customer),

@@ -126,6 +126,9 @@ class Tx(Protocol):
         self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
     ) -> list[str]: ...
     async def queue_stats(self, now: int) -> QueueStats: ...
+    async def count_deliveries(self, status: str) -> int:
+        """Deliveries in ``status`` across every company (operations, benchmarks)."""
+        ...
 
 
 class Store(Protocol):

@@ -1118,6 +1118,12 @@ class SqlTx:
                     suspended.append(result.endpoint_id)
         return suspended
 
+    async def count_deliveries(self, status: str) -> int:
+        row = await self.db.fetchrow(
+            "SELECT COUNT(*) AS n FROM deliveries WHERE status = $1", status
+        )
+        return int(row["n"]) if row is not None else 0
+
     async def queue_stats(self, now: int) -> QueueStats:
         row = await self.db.fetchrow(
             "SELECT COUNT(*) AS pending,"

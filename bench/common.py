@@ -1,0 +1,129 @@
+"""Shared pieces of the benchmarks: an nginx sink, a database, processes, waiting on counts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.integration
+
+from tests.integration.servers import free_port
+
+from bitbybit.config import Settings
+from bitbybit.services import Platform
+
+SECRET_KEY = "bitbybit-benchmark-secret-key"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextmanager
+def nginx_sink() -> Iterator[str]:
+    """nginx on a free loopback port answering 200 to everything; yields the hook URL."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        sys.exit("nginx is not installed: run `make bench-deps`")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        conf = Path(folder) / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder};
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"""
+        )
+        process = subprocess.Popen([binary, "-c", str(conf), "-p", folder])
+        try:
+            time.sleep(0.5)
+            yield f"http://127.0.0.1:{port}/hook"
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A fresh database URL: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/bench.db"
+        return
+    name = f"bench_{os.getpid()}_{int(time.time())}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def bench_env(database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BITBYBIT_DATABASE_URL": database_url,
+        "BITBYBIT_SECRET_KEY": SECRET_KEY,
+        "BITBYBIT_ALLOW_PRIVATE_TARGETS": "1",
+        "BITBYBIT_ALLOW_HTTP_TARGETS": "1",
+        "BITBYBIT_RATE_LIMIT": "1000000000",
+        **extra,
+    }
+
+
+def platform_for(database_url: str) -> Platform:
+    return Platform.from_settings(
+        Settings(
+            database_url=database_url,
+            secret_key=SECRET_KEY,
+            allow_private_targets=True,
+            allow_http_targets=True,
+            rate_limit=1_000_000_000,
+        )
+    )
+
+
+@dataclass
+class Progress:
+    succeeded: int
+    pending: int
+
+
+async def delivery_counts(platform: Platform) -> Progress:
+    async with platform.store.read() as tx:
+        stats = await tx.queue_stats(time.time_ns() // 1_000_000)
+        done = await tx.count_deliveries("succeeded")
+    return Progress(done, stats.pending)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
