@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,13 +24,13 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import bench_env, database, delivery_counts, nginx_sink, platform_for
+from tests.integration.servers import BITBYBIT, serve
 
 from bitbybit.models import Tenant
 from bitbybit.schemas import EndpointCreate
 from bitbybit.services import access, webhooks
 from bitbybit.webhooks.signing import webhook_headers
-from tests.integration.servers import BITBYBIT, serve
+from common import bench_env, database, delivery_counts, nginx_sink, platform_for
 
 
 async def prepare(database_url: str, hook: str) -> tuple[str, str, str]:
@@ -108,10 +109,11 @@ def main() -> None:
     args = parser.parse_args()
 
     with nginx_sink() as hook, database(args.database) as database_url:
-        company, key, secret = asyncio.run(prepare(database_url, hook))
+        _, key, secret = asyncio.run(prepare(database_url, hook))
         env = bench_env(database_url)
         extra = {k: v for k, v in env.items() if k.startswith("BITBYBIT_")}
-        with serve(database_url, Path("/tmp/bench-serve.log"), BITBYBIT_CONCURRENCY="0", **extra) as server:
+        log = Path(tempfile.gettempdir()) / "bitbybit-bench-serve.log"
+        with serve(database_url, log, BITBYBIT_CONCURRENCY="0", **extra) as server:
             created_s = asyncio.run(create_customers(server.base_url, key, args.events))
         worker = subprocess.Popen(
             [*BITBYBIT, "worker", "--concurrency", str(args.concurrency)],
