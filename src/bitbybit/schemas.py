@@ -54,10 +54,13 @@ Money = Annotated[float, Field(ge=0, le=MAX_MONEY, strict=True), AfterValidator(
 
 
 def _signable(value: Any) -> Any:
+    """Free-form JSON must be storable and signable, like every other field."""
     try:
-        encode_body(value)
+        encoded = encode_body(value)
     except UnencodableBody as error:
         raise ValueError(str(error)) from None
+    if b"\\u0000" in encoded:
+        raise ValueError("must not contain NUL characters")
     return value
 
 
