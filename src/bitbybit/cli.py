@@ -263,6 +263,51 @@ def endpoints_create(
     _print({"id": endpoint.id, "secret": secret}, as_json)
 
 
+@app.command()
+def listen(
+    secret: Annotated[
+        list[str],
+        typer.Option(
+            "--secret",
+            envvar="BITBYBIT_SECRET",
+            help="Signing secret (whsec_…); repeat during a rotation",
+        ),
+    ],
+    port: Annotated[int, typer.Option(envvar="BITBYBIT_PORT")] = 8765,
+    host: Annotated[str, typer.Option(envvar="BITBYBIT_HOST")] = "127.0.0.1",
+    tolerance: Annotated[float, typer.Option(envvar="BITBYBIT_TOLERANCE", min=1)] = 300,
+) -> None:
+    """Receive webhooks locally: verify each delivery and print it (400 with the reason if not)."""
+    from bitbybit.webhooks.listen import make_server, rich_printer
+
+    server = make_server(host, port, secret, rich_printer(), tolerance)
+    bound_host, bound_port = server.server_address[:2]
+    typer.echo(f"listening on http://{bound_host!s}:{bound_port}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
+def trigger(
+    event: Annotated[str, typer.Argument(help="Event type, e.g. customer.created")],
+    company: Annotated[str, typer.Option("--company", help="Company id (comp_…)")],
+    test: Annotated[bool, typer.Option("--test", help="Make the change in test mode")] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Make a real change (a sample customer, order, product…) so the real event goes out."""
+    from bitbybit.models import Tenant
+    from bitbybit.services.trigger import trigger as make_change
+
+    tenant = Tenant(company, "test" if test else "live")
+    made = _run(database_url, lambda platform: make_change(platform, tenant, event))
+    _print({"id": made.id, "type": made.type}, as_json)
+
+
 def main() -> None:
     from bitbybit.logs import configure_logging
 
