@@ -99,7 +99,7 @@ def test_listen_rejects_deliveries_signed_with_another_secret(
     }
     with serve(database_url, tmp_path / "serve.log", **delivery_env):
         made = cli("trigger", "order.created", "--company", company, env=env).split()
-        event_id, event_type = made
+        _event_id, event_type = made
         assert event_type == "order.created"
         seen = wait_for_line(lines, "rejected")
     assert any("signature" in line.lower() for line in seen), seen
@@ -115,7 +115,7 @@ def test_listen_accepts_and_prints_triggered_events(tmp_path: Path) -> None:
     }
     port = free_port()
     company = cli("companies", "create", "Acme", env=env).strip()
-    endpoint_id, secret = cli(
+    _endpoint_id, secret = cli(
         "endpoints", "create", "--company", company, "--url", f"http://127.0.0.1:{port}/", env=env
     ).split()
     process = subprocess.Popen(
