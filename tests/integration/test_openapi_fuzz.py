@@ -22,11 +22,20 @@ from tests.integration.servers import Server, cli, serve
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     folder = tmp_path_factory.mktemp("fuzz")
-    env = {"BITBYBIT_DATABASE_URL": f"sqlite:///{folder / 'fuzz.db'}"}
+    env = {
+        "BITBYBIT_DATABASE_URL": f"sqlite:///{folder / 'fuzz.db'}",
+        "BITBYBIT_SECRET_KEY": "fuzz-secret-key",
+    }
     company = cli("companies", "create", "Fuzz", env=env).strip()
     key = cli("keys", "create", "--company", company, env=env).strip()
+    # No delivery worker, and the one operation that sends at once is left out below: fuzzed
+    # endpoint URLs may name public hosts, and tests never leave loopback.
     with serve(
-        env["BITBYBIT_DATABASE_URL"], folder / "serve.log", BITBYBIT_RATE_LIMIT="1000000"
+        env["BITBYBIT_DATABASE_URL"],
+        folder / "serve.log",
+        BITBYBIT_RATE_LIMIT="1000000",
+        BITBYBIT_CONCURRENCY="0",
+        BITBYBIT_SECRET_KEY="fuzz-secret-key",
     ) as running:
         yield running, key
 
@@ -42,7 +51,7 @@ def api_schema(server: tuple[Server, str]) -> Any:
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
-@schema.parametrize()
+@schema.exclude(path_regex=r"/webhooks/\{endpoint_id\}/test$").parametrize()
 @settings(
     max_examples=40,
     deadline=None,
