@@ -1,50 +1,75 @@
-"""Webhook delivery throughput: N customers created through the API, their N webhooks delivered.
+"""Webhook delivery benchmarks; each prints its figures (none gates CI).
 
     make bench-deps
-    .venv/bin/python bench/bench_delivery.py [--events 20000] [--database sqlite|postgres]
-        [--concurrency 256]
+    .venv/bin/python bench/bench_delivery.py throughput [--events 20000] [--database postgres]
+    .venv/bin/python bench/bench_delivery.py latency    [--rate 200] [--seconds 10]
+    .venv/bin/python bench/bench_delivery.py isolation  [--events 10000]
+    .venv/bin/python bench/bench_delivery.py backlog    [--backlog 1000000]
 
-Phase 1 creates the customers through a real ``bitbybit serve`` (no worker in it). Phase 2
-starts ``bitbybit worker`` and times it until every delivery is recorded as succeeded. The same
-run then times a bare aiohttp loop posting the same signed requests to the same nginx sink at
-the same concurrency: the ceiling one Python process can reach.
+throughput: N customers created through a real ``bitbybit serve`` (no worker in it), then a
+``bitbybit worker`` is timed until all N deliveries are recorded succeeded; the same run times a
+bare aiohttp loop posting the same signed requests to the same nginx sink at the same concurrency.
+latency: ``bitbybit serve`` with its in-process worker, customers created at a fixed rate, each
+delivery's arrival at a loopback receiver compared with the event's commit time (``createdAt``).
+isolation: one endpoint on nginx alone, then beside 9 endpoints that accept connections and never
+answer; the healthy endpoint's delivery rate in both runs.
+backlog: a small backlog's drain rate, then N pending deliveries drained by one worker, with
+the worker's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from tests.integration.servers import BITBYBIT, serve
 
 from bitbybit.models import Tenant
-from bitbybit.schemas import EndpointCreate
-from bitbybit.services import access, webhooks
+from bitbybit.schemas import CustomerCreate, EndpointCreate
+from bitbybit.services import access, customers, webhooks
 from bitbybit.webhooks.signing import webhook_headers
-from common import bench_env, database, delivery_counts, nginx_sink, platform_for
+from common import (
+    bench_env,
+    database,
+    delivery_counts,
+    nginx_sink,
+    percentile,
+    platform_for,
+    seed_backlog,
+)
+
+LOG = Path(tempfile.gettempdir()) / "bitbybit-bench-serve.log"
 
 
-async def prepare(database_url: str, hook: str) -> tuple[str, str, str]:
+async def prepare(database_url: str, hooks: list[str]) -> tuple[str, str, list[str], list[str]]:
+    """A company, an API key and one endpoint per hook: (company, key, secrets, endpoint ids)."""
     platform = platform_for(database_url)
     await platform.open()
     try:
         company = await access.create_company(platform, "Bench")
         _, key = await access.create_api_key(platform, company.id)
-        _, secret = await webhooks.create_endpoint(
-            platform, Tenant(company.id, "live"), EndpointCreate(url=hook)
-        )
+        secrets, ids = [], []
+        for hook in hooks:
+            endpoint, secret = await webhooks.create_endpoint(
+                platform, Tenant(company.id, "live"), EndpointCreate(url=hook)
+            )
+            secrets.append(secret)
+            ids.append(endpoint.id)
     finally:
         await platform.close()
-    return company.id, key, secret
+    return company.id, key, secrets, ids
 
 
 async def create_customers(base_url: str, key: str, count: int, concurrency: int = 32) -> float:
@@ -66,20 +91,71 @@ async def create_customers(base_url: str, key: str, count: int, concurrency: int
     return time.perf_counter() - started
 
 
-async def wait_delivered(database_url: str, count: int, limit_s: float = 600) -> float:
+async def insert_events(database_url: str, company: str, count: int) -> None:
+    """Events straight through the services (faster than HTTP when the API is not measured)."""
+    platform = platform_for(database_url)
+    await platform.open(migrate=False)
+    tenant = Tenant(company, "live")
+    try:
+        for start in range(0, count, 500):
+
+            async def batch(tx: object, start: int = start) -> None:
+                for index in range(start, min(count, start + 500)):
+                    data = CustomerCreate(email=f"s{index}@bench.example", firstName="Bench")
+                    await customers.insert(platform, tx, tenant, data)  # type: ignore[arg-type]  # a Tx
+
+            await platform.run(batch)
+    finally:
+        await platform.close()
+
+
+async def drain_rate(
+    database_url: str, count: int, every: float = 0.05, limit_s: float = 1800
+) -> float:
+    """Deliveries/s from the first one recorded to the last (the worker's start-up excluded)."""
     platform = platform_for(database_url)
     await platform.open(migrate=False)
     started = time.perf_counter()
+    first: tuple[float, int] | None = None
     try:
         while True:
             progress = await delivery_counts(platform)
-            if progress.succeeded >= count:
-                return time.perf_counter() - started
-            if time.perf_counter() - started > limit_s:
+            now = time.perf_counter()
+            if first is None and progress.succeeded > 0:
+                first = (now, progress.succeeded)
+            if progress.succeeded >= count and first is not None:
+                if now == first[0]:
+                    raise RuntimeError("drained between two samples: use more events")
+                return (count - first[1]) / (now - first[0])
+            if now - started > limit_s:
                 raise RuntimeError(f"only {progress.succeeded} of {count} delivered")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(every)
     finally:
         await platform.close()
+
+
+def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*BITBYBIT, "worker", "--concurrency", str(concurrency)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 async def bare_rate(hook: str, secret: str, count: int, concurrency: int) -> float:
@@ -101,37 +177,218 @@ async def bare_rate(hook: str, secret: str, count: int, concurrency: int) -> flo
         return count / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--concurrency", type=int, default=256)
-    args = parser.parse_args()
+# -- the benchmarks -------------------------------------------------------------------------------
 
+
+def throughput(args: argparse.Namespace) -> None:
     with nginx_sink() as hook, database(args.database) as database_url:
-        _, key, secret = asyncio.run(prepare(database_url, hook))
+        _, key, (secret,), _ = asyncio.run(prepare(database_url, [hook]))
         env = bench_env(database_url)
         extra = {k: v for k, v in env.items() if k.startswith("BITBYBIT_")}
-        log = Path(tempfile.gettempdir()) / "bitbybit-bench-serve.log"
-        with serve(database_url, log, BITBYBIT_CONCURRENCY="0", **extra) as server:
+        with serve(database_url, LOG, **{**extra, "BITBYBIT_CONCURRENCY": "0"}) as server:
             created_s = asyncio.run(create_customers(server.base_url, key, args.events))
-        worker = subprocess.Popen(
-            [*BITBYBIT, "worker", "--concurrency", str(args.concurrency)],
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(env, args.concurrency)
         try:
-            drained_s = asyncio.run(wait_delivered(database_url, args.events))
+            rate = asyncio.run(drain_rate(database_url, args.events))
         finally:
-            worker.terminate()
-            worker.wait(30)
+            stop(worker)
         bare = asyncio.run(bare_rate(hook, secret, args.events, args.concurrency))
-    rate = args.events / drained_s
     print(f"database: {args.database}, events: {args.events}, concurrency: {args.concurrency}")
     print(f"created through the API: {args.events / created_s:,.0f} customers/s")
-    print(f"delivered (every attempt recorded): {rate:,.0f} webhooks/s in {drained_s:.1f} s")
+    print(f"delivered (every attempt recorded): {rate:,.0f} webhooks/s")
     print(f"bare aiohttp loop, same signed requests and sink: {bare:,.0f} requests/s")
     print(f"ratio: {rate / bare:.2f} (goal >= 0.70)")
+
+
+def latency(args: argparse.Namespace) -> None:
+    arrivals: list[float] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        now = time.time()
+        created = json.loads(body)["createdAt"]
+        committed = time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        arrivals.append(now - (committed + int(created[20:23]) / 1000))
+        return web.Response(text="ok")
+
+    async def run(base_url: str, key: str, receiver_ready: asyncio.Event) -> None:
+        headers = {"x-api-key": key, "content-type": "application/json"}
+        total = args.rate * args.seconds
+        async with aiohttp.ClientSession(base_url) as session:
+
+            async def one(index: int) -> None:
+                body = f'{{"email":"l{index}@bench.example","firstName":"Bench"}}'
+                async with session.post(
+                    "/customer/open/v1/customers", data=body, headers=headers
+                ) as response:
+                    assert response.status == 201, await response.text()
+
+            started = time.perf_counter()
+            tasks = []
+            for index in range(total):
+                delay = started + index / args.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(index)))
+            await asyncio.gather(*tasks)
+            deadline = time.perf_counter() + 30
+            while len(arrivals) < total and time.perf_counter() < deadline:  # noqa: ASYNC110  # arrivals come from another thread's loop
+                await asyncio.sleep(0.05)
+
+    receiver_port: list[int] = []
+    loop_ready = threading.Event()
+
+    def receiver_thread() -> None:
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_post("/hook", receive)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            receiver_port.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]  # started
+            loop_ready.set()
+            await asyncio.Event().wait()
+
+        asyncio.run(main())
+
+    threading.Thread(target=receiver_thread, daemon=True).start()
+    loop_ready.wait(10)
+    hook = f"http://127.0.0.1:{receiver_port[0]}/hook"
+    with database(args.database) as database_url:
+        _, key, _, _ = asyncio.run(prepare(database_url, [hook]))
+        extra = {k: v for k, v in bench_env(database_url).items() if k.startswith("BITBYBIT_")}
+        with serve(database_url, LOG, **extra) as server:
+            asyncio.run(run(server.base_url, key, asyncio.Event()))
+    millis = [value * 1000 for value in arrivals]
+    print(f"database: {args.database}, {args.rate} events/s for {args.seconds} s")
+    print(f"arrived: {len(millis)} of {args.rate * args.seconds}")
+    print(
+        f"commit -> receipt: p50 {percentile(millis, 0.5):.1f} ms,"
+        f" p99 {percentile(millis, 0.99):.1f} ms, max {max(millis):.1f} ms"
+        " (goals: p50 <= 10 ms, p99 <= 50 ms)"
+    )
+
+
+def silent_server() -> tuple[subprocess.Popen[bytes], list[int]]:
+    """9 ports that accept connections and never answer, in a process of their own."""
+    script = (
+        "import asyncio,sys\n"
+        "async def hold(r,w):\n    await asyncio.Event().wait()\n"
+        "async def main():\n"
+        "    servers=[await asyncio.start_server(hold,'127.0.0.1',0) for _ in range(9)]\n"
+        "    print(' '.join(str(s.sockets[0].getsockname()[1]) for s in servers),flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    ports = [int(port) for port in process.stdout.readline().split()]
+    return process, ports
+
+
+def isolation(args: argparse.Namespace) -> None:
+    rates = {}
+    silent, ports = silent_server()
+    try:
+        with nginx_sink() as hook:
+            for label, hooks in (
+                ("alone", [hook]),
+                (
+                    "beside 9 silent endpoints",
+                    [hook, *(f"http://127.0.0.1:{p}/hook" for p in ports)],
+                ),
+            ):
+                with database(args.database) as database_url:
+                    company, _, _, ids = asyncio.run(prepare(database_url, hooks))
+                    asyncio.run(insert_events(database_url, company, args.events))
+                    worker = start_worker(bench_env(database_url), args.concurrency)
+                    try:
+                        healthy = asyncio.run(
+                            wait_healthy(database_url, company, ids[0], args.events)
+                        )
+                    finally:
+                        stop(worker)
+                rates[label] = args.events / healthy
+                print(f"healthy endpoint {label}: {rates[label]:,.0f} deliveries/s")
+    finally:
+        silent.kill()
+    ratio = rates["beside 9 silent endpoints"] / rates["alone"]
+    print(f"database: {args.database}; kept {ratio:.0%} of its solo throughput (goal >= 90%)")
+
+
+async def wait_healthy(database_url: str, company: str, endpoint_id: str, count: int) -> float:
+    platform = platform_for(database_url)
+    await platform.open(migrate=False)
+    tenant = Tenant(company, "live")
+    started = time.perf_counter()
+    try:
+        while True:
+            async with platform.store.read() as tx:
+                page = await tx.list_deliveries(
+                    tenant, endpoint_id=endpoint_id, statuses=("succeeded",), limit=1
+                )
+            if page.total >= count:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.05)
+    finally:
+        await platform.close()
+
+
+def backlog(args: argparse.Namespace) -> None:
+    with nginx_sink() as hook:
+        results = {}
+        for label, size in (("small backlog", args.small), ("large backlog", args.backlog)):
+            with database(args.database) as database_url:
+                company, _, _, (endpoint_id,) = asyncio.run(prepare(database_url, [hook]))
+                seeded = time.perf_counter()
+                asyncio.run(seed_backlog(database_url, company, endpoint_id, size))
+                took = time.perf_counter() - seeded
+                print(f"{label}: seeded {size:,} pending deliveries in {took:.0f} s")
+                worker = start_worker(bench_env(database_url), args.concurrency)
+                try:
+                    every = 0.05 if size <= 100_000 else 1.0
+                    rate, peak = watch_drain(database_url, size, every, worker.pid)
+                finally:
+                    stop(worker)
+                results[label] = rate
+                print(f"{label}: {results[label]:,.0f} deliveries/s, worker peak RSS {peak:.0f} MB")
+    ratio = results["large backlog"] / results["small backlog"]
+    print(
+        f"database: {args.database}; large/small drain rate {ratio:.0%} (goal >= 90%, RSS < 300 MB)"
+    )
+
+
+def watch_drain(database_url: str, size: int, every: float, pid: int) -> tuple[float, float]:
+    """The drain rate, sampling the worker's RSS meanwhile: (deliveries/s, peak MB)."""
+    done = threading.Event()
+    rate: list[float] = []
+
+    def watch() -> None:
+        rate.append(asyncio.run(drain_rate(database_url, size, every)))
+        done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    peak = 0.0
+    while not done.wait(0.5):
+        peak = max(peak, rss_mb(pid))
+    return rate[0], max(peak, rss_mb(pid))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("throughput", "latency", "isolation", "backlog"))
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--small", type=int, default=20_000)
+    args = parser.parse_args()
+    {"throughput": throughput, "latency": latency, "isolation": isolation, "backlog": backlog}[
+        args.mode
+    ](args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.int
 from tests.integration.servers import free_port
 
 from bitbybit.config import Settings
-from bitbybit.services import Platform
+from bitbybit.models import Tenant
+from bitbybit.schemas import CustomerCreate
+from bitbybit.services import Platform, customers
 
 SECRET_KEY = "bitbybit-benchmark-secret-key"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -127,3 +129,53 @@ async def delivery_counts(platform: Platform) -> Progress:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: int) -> None:
+    """``size`` pending deliveries of one real event to one endpoint, written in bulk.
+
+    Benchmark set-up only: it writes rows the way the outbox would, without going through the
+    services once per row (a million API calls would take longer than the drain measured).
+    """
+    platform = platform_for(database_url)
+    await platform.open(migrate=False)
+    tenant = Tenant(company, "live")
+    try:
+        data = CustomerCreate(email="backlog@bench.example", firstName="Backlog")
+        customer = await platform.run(lambda tx: customers.insert(platform, tx, tenant, data))
+        async with platform.store.read() as tx:
+            page = await tx.list_deliveries(tenant, endpoint_id=endpoint_id, limit=1)
+        event_id = page.items[0].event_id
+        del customer
+    finally:
+        await platform.close()
+    now = time.time_ns() // 1_000_000
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        with connection:
+            connection.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i <= ?)"
+                " INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
+                " attempts, next_attempt_at, created_at, updated_at)"
+                " SELECT 'dlv_backlog' || i, ?, ?, ?, 'live', 'pending', 0, ?, ?, ? FROM n",
+                (size, event_id, endpoint_id, company, now, now, now),
+            )
+        connection.close()
+        return
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
+            " attempts, next_attempt_at, created_at, updated_at)"
+            " SELECT 'dlv_backlog' || i, $1, $2, $3, 'live', 'pending', 0, $4, $4, $4"
+            " FROM generate_series(2, $5) AS i",
+            event_id,
+            endpoint_id,
+            company,
+            now,
+            size,
+        )
+    finally:
+        await connection.close()
