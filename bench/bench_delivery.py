@@ -110,7 +110,7 @@ async def insert_events(database_url: str, company: str, count: int) -> None:
 
 
 async def drain_rate(
-    database_url: str, count: int, every: float = 0.05, limit_s: float = 1800
+    database_url: str, count: int, every: float = 0.2, limit_s: float = 1800
 ) -> float:
     """Deliveries/s from the first one recorded to the last (the worker's start-up excluded)."""
     platform = platform_for(database_url)

@@ -190,10 +190,10 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     return None
 
 
-def _first(address: IPAddress, table: Sequence[tuple[Any, str]]) -> str | None:
+def _first(address: IPAddress, table: Sequence[tuple[_V4 | _V6, str]]) -> str | None:
     for network, what in table:
         if address in network:
-            return str(what)
+            return what
     return None
 
 
@@ -297,8 +297,8 @@ def _check_url(url: str, policy: TargetPolicy) -> ParsedTarget:
         parsed = URL(url)
         explicit_port = parsed.explicit_port
         raw_host = parsed.raw_host
-    except (ValueError, TypeError) as error:  # yarl says ValueError; be sure
-        raise TargetRefused(f"the URL cannot be parsed ({error})") from None
+    except Exception as error:  # yarl documents ValueError, but e.g. "0://[]@" is IndexError
+        raise TargetRefused(f"the URL cannot be parsed ({error or type(error).__name__})") from None
     scheme = parsed.scheme
     if scheme not in {"http", "https"}:
         raise TargetRefused(f"the scheme {scheme or '(none)'!r} is not allowed; use https")
@@ -420,8 +420,8 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        name = host.lower().removesuffix(".")
-        if name in METADATA_NAMES:
+        name = host.lower()
+        if name.removesuffix(".") in METADATA_NAMES:
             raise RefusedAddress(TargetRefused(f"{host} is a cloud metadata host"))
         if _is_numeric_host(name) and _canonical_ipv4(name) is None:
             raise RefusedAddress(TargetRefused(f"{host} is a non-canonical numeric address"))

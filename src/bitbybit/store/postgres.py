@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
+from bitbybit.models import AttemptResult
 from bitbybit.store import migrations
 from bitbybit.store.sql import Row, SqlTx
 
@@ -94,6 +95,57 @@ class PostgresTx(SqlTx):
             lease_until,
         )
         return [row["id"] for row in rows]
+
+    async def _write_results(self, owner: str, results: Sequence[AttemptResult], now: int) -> None:
+        # One statement per batch over arrays, instead of one per row: far less server work.
+        columns = list(
+            zip(
+                *(
+                    (
+                        r.delivery_id,
+                        r.number,
+                        r.started_at,
+                        r.latency_ms,
+                        r.status_code,
+                        r.error,
+                        r.response_body,
+                        r.status,
+                        r.next_attempt_at,
+                    )
+                    for r in results
+                ),
+                strict=True,
+            )
+        )
+        ids, numbers, started, latency, codes, errors, bodies, statuses, due = columns
+        await self.db.execute(
+            self._ATTEMPT_INSERT + " SELECT u.*, $8 FROM unnest($1::text[], $2::bigint[],"
+            " $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bytea[]) AS u",
+            list(ids),
+            list(numbers),
+            list(started),
+            list(latency),
+            list(codes),
+            list(errors),
+            list(bodies),
+            owner,
+        )
+        await self.db.execute(
+            "UPDATE deliveries AS d SET status = u.status, attempts = u.number,"
+            " next_attempt_at = u.due, last_status_code = u.code, last_error = u.error,"
+            " lease_owner = NULL, lease_expires_at = NULL, updated_at = $8"
+            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],"
+            " $6::text[]) AS u(id, status, number, due, code, error)"
+            " WHERE d.id = u.id AND d.status = 'pending' AND d.lease_owner = $7",
+            list(ids),
+            list(statuses),
+            list(numbers),
+            list(due),
+            list(codes),
+            list(errors),
+            owner,
+            now,
+        )
 
 
 def normalise_url(url: str) -> str:

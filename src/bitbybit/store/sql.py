@@ -1049,42 +1049,7 @@ class SqlTx:
         """Record attempts and their outcomes; returns the endpoints this suspended."""
         if not results:
             return []
-        await self.db.executemany(
-            "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
-            " status_code, error, response_body, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            [
-                (
-                    r.delivery_id,
-                    r.number,
-                    r.started_at,
-                    r.latency_ms,
-                    r.status_code,
-                    r.error,
-                    r.response_body,
-                    owner,
-                )
-                for r in results
-            ],
-        )
-        await self.db.executemany(
-            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
-            " last_status_code = $5, last_error = $6, lease_owner = NULL,"
-            " lease_expires_at = NULL, updated_at = $7"
-            " WHERE id = $1 AND status = 'pending' AND lease_owner = $8",
-            [
-                (
-                    r.delivery_id,
-                    r.status,
-                    r.number,
-                    r.next_attempt_at,
-                    r.status_code,
-                    r.error,
-                    now,
-                    owner,
-                )
-                for r in results
-            ],
-        )
+        await self._write_results(owner, results, now)
         succeeded = {r.endpoint_id for r in results if r.status == "succeeded"}
         for endpoint_id in sorted(succeeded):
             await self.db.execute(
@@ -1123,6 +1088,52 @@ class SqlTx:
             "SELECT COUNT(*) AS n FROM deliveries WHERE status = $1", status
         )
         return int(row["n"]) if row is not None else 0
+
+    _ATTEMPT_INSERT = (
+        "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
+        " status_code, error, response_body, worker)"
+    )
+    _RESULT_UPDATE = (
+        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
+        " last_status_code = $5, last_error = $6, lease_owner = NULL,"
+        " lease_expires_at = NULL, updated_at = $7"
+        " WHERE id = $1 AND status = 'pending' AND lease_owner = $8"
+    )
+
+    async def _write_results(self, owner: str, results: Sequence[AttemptResult], now: int) -> None:
+        """Attempt rows and the deliveries' new state; PostgreSQL does it in two statements."""
+        await self.db.executemany(
+            self._ATTEMPT_INSERT + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [
+                (
+                    r.delivery_id,
+                    r.number,
+                    r.started_at,
+                    r.latency_ms,
+                    r.status_code,
+                    r.error,
+                    r.response_body,
+                    owner,
+                )
+                for r in results
+            ],
+        )
+        await self.db.executemany(
+            self._RESULT_UPDATE,
+            [
+                (
+                    r.delivery_id,
+                    r.status,
+                    r.number,
+                    r.next_attempt_at,
+                    r.status_code,
+                    r.error,
+                    now,
+                    owner,
+                )
+                for r in results
+            ],
+        )
 
     async def queue_stats(self, now: int) -> QueueStats:
         row = await self.db.fetchrow(
