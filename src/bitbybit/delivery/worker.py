@@ -157,7 +157,7 @@ class Worker:
                     break
             if not slots:
                 return 0
-            async with self.store.write() as tx:
+            async with self.store.write(durable=False) as tx:
                 jobs = await tx.claim_due(self.name, now, now + self.lease_ms, slots)
         except BitbybitError as error:
             log.warning("claim_failed", worker=self.name, error=str(error))
@@ -236,7 +236,7 @@ class Worker:
     async def flush(self) -> None:
         batch, self.results = self.results[:FLUSH_BATCH], self.results[FLUSH_BATCH:]
         try:
-            async with self.store.write() as tx:
+            async with self.store.write(durable=False) as tx:
                 suspended = await tx.record_attempts(self.name, batch, _now_ms(), SUSPEND_AFTER)
         except BitbybitError as error:
             log.warning("record_failed", worker=self.name, error=str(error), pending=len(batch))

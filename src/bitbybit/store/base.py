@@ -138,8 +138,13 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    def write(self) -> AbstractAsyncContextManager[Tx]:
-        """A read-write transaction."""
+    def write(self, *, durable: bool = True) -> AbstractAsyncContextManager[Tx]:
+        """A read-write transaction.
+
+        ``durable=False`` lets the commit return before it is on disk (PostgreSQL
+        ``synchronous_commit = off``): for the delivery worker's leases and attempt records,
+        whose loss in a database crash only means a delivery is sent again, never lost.
+        """
         ...
 
     def read(self) -> AbstractAsyncContextManager[Tx]:

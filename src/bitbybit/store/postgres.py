@@ -193,7 +193,7 @@ class PostgresStore:
         return self._pool
 
     @asynccontextmanager
-    async def _transaction(self, readonly: bool) -> AsyncIterator[SqlTx]:
+    async def _transaction(self, readonly: bool, durable: bool = True) -> AsyncIterator[SqlTx]:
         try:
             connection = await self.pool.acquire()
         except _DRIVER_ERRORS as error:
@@ -205,6 +205,8 @@ class PostgresStore:
             transaction = connection.transaction()
             try:
                 await transaction.start()
+                if not durable:
+                    await connection.execute("SET LOCAL synchronous_commit TO OFF")
             except _DRIVER_ERRORS as error:
                 raise _translate(error) from error
             tx = PostgresTx(_Driver(connection))
@@ -240,8 +242,8 @@ class PostgresStore:
 
         return close
 
-    def write(self) -> Any:
-        return self._transaction(readonly=False)
+    def write(self, *, durable: bool = True) -> Any:
+        return self._transaction(readonly=False, durable=durable)
 
     def read(self) -> Any:
         return self._transaction(readonly=True)

@@ -185,7 +185,8 @@ class SQLiteStore:
             for wake in self.on_deliveries:
                 wake()
 
-    def write(self) -> Any:
+    def write(self, *, durable: bool = True) -> Any:
+        # WAL with synchronous=NORMAL already commits without waiting for the disk.
         return self._transaction("BEGIN IMMEDIATE")
 
     def read(self) -> Any:
