@@ -158,7 +158,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def bare_rate(hook: str, secret: str, count: int, concurrency: int) -> float:
+def bare_rate(hook: str, secret: str, count: int, concurrency: int) -> float:
+    """The bare loop on the standard event loop and on uvloop; the faster is the ceiling."""
+    import uvloop
+
+    rates = [asyncio.run(bare_loop(hook, secret, count, concurrency))]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        rates.append(runner.run(bare_loop(hook, secret, count, concurrency)))
+    return max(rates)
+
+
+async def bare_loop(hook: str, secret: str, count: int, concurrency: int) -> float:
     body = b'{"id":"cust_x","email":"c@bench.example","firstName":"Bench"}'
     counter = iter(range(count))
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -192,7 +202,7 @@ def throughput(args: argparse.Namespace) -> None:
             rate = asyncio.run(drain_rate(database_url, args.events))
         finally:
             stop(worker)
-        bare = asyncio.run(bare_rate(hook, secret, args.events, args.concurrency))
+        bare = bare_rate(hook, secret, args.events, args.concurrency)
     print(f"database: {args.database}, events: {args.events}, concurrency: {args.concurrency}")
     print(f"created through the API: {args.events / created_s:,.0f} customers/s")
     print(f"delivered (every attempt recorded): {rate:,.0f} webhooks/s")

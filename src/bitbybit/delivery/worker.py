@@ -17,7 +17,7 @@ import os
 import random
 import socket
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -37,6 +37,11 @@ LEASE_MARGIN_S = 30.0
 FLUSH_SECONDS = 0.01
 FLUSH_BATCH = 500
 STATS_SECONDS = 5.0
+FAST_PREFETCH = 4
+"""An endpoint that answers quickly may have four times its allowance leased: the rest waits in
+memory, already claimed, so sending never waits for a claim round trip."""
+FAST_MS = 250.0
+"""Answers faster than this (on average) make an endpoint fast."""
 START_CAP = 8
 MIN_CAP = 2
 
@@ -55,27 +60,38 @@ class Worker:
         platform: Platform,
         *,
         concurrency: int = 256,
-        per_endpoint: int = 64,
+        per_endpoint: int | None = None,
         sender: Sender | None = None,
         name: str | None = None,
     ) -> None:
         self.platform = platform
         self.store = platform.store
         self.concurrency = concurrency
-        self.per_endpoint = per_endpoint
+        # One endpoint may use at most half the worker, however well it answers.
+        self.per_endpoint = per_endpoint or max(MIN_CAP, concurrency // 2)
         self.sender = sender or Sender(platform.settings, connections=concurrency)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{random_base62(6)}"
         self.schedule = platform.settings.retry_schedule
         settings = platform.settings
         lease = settings.lease_seconds or settings.delivery_timeout + LEASE_MARGIN_S
         self.lease_ms = round(max(lease, settings.delivery_timeout + 1) * 1000)
+        self.timeout_ms = round(settings.delivery_timeout * 1000)
         self.inflight: Counter[str] = Counter()
-        self.start_cap = min(START_CAP, per_endpoint)
+        """Attempts running, per endpoint."""
+        self.claimed: Counter[str] = Counter()
+        """Deliveries leased by this worker, running or queued, per endpoint."""
+        self.queued: dict[str, deque[tuple[Job, int]]] = defaultdict(deque)
+        """Leased ahead of time (with the lease's end), started the moment the endpoint has a
+        free slot."""
+        self.latency: dict[str, float] = {}
+        """Each endpoint's recent answer time in ms (moving average)."""
+        self.start_cap = min(START_CAP, self.per_endpoint)
         self.caps: dict[str, int] = {}
         """Each endpoint's current in-flight allowance: it starts small, grows by one with every
         success up to ``per_endpoint`` and halves whenever an attempt gets no answer, so an
         endpoint that hangs holds a few slots, never the worker's whole capacity."""
         self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
         self.results: list[AttemptResult] = []
         self.wake = asyncio.Event()
         self.flushed = asyncio.Event()
@@ -135,8 +151,12 @@ class Worker:
         if self.next_retry_at is not None and self.next_retry_at <= _now_ms():
             self.next_retry_at = None
 
+    def _prefetch(self, endpoint_id: str) -> int:
+        fast = self.latency.get(endpoint_id, FAST_MS) < FAST_MS
+        return FAST_PREFETCH if fast else 1
+
     async def _claim_once(self) -> int:
-        free = self.concurrency - sum(self.inflight.values())
+        free = self.concurrency * FAST_PREFETCH - sum(self.claimed.values())
         if free <= 0:
             return 0
         now = _now_ms()
@@ -145,10 +165,10 @@ class Worker:
                 due = await tx.due_endpoints(now)
             slots: dict[str, int] = {}
             for endpoint_id in due:
-                busy = self.inflight[endpoint_id]
+                busy = self.claimed[endpoint_id]
                 cap = self.caps.get(endpoint_id, self.start_cap)
                 chunk = max(1, cap // 4)
-                room = min(cap - busy, free)
+                room = min(cap * self._prefetch(endpoint_id) - busy, free)
                 # A busy endpoint is topped up in chunks, not one slot at a time: fewer claims.
                 if room >= chunk or (busy == 0 and room > 0):
                     slots[endpoint_id] = room
@@ -157,18 +177,44 @@ class Worker:
                     break
             if not slots:
                 return 0
+            lease_until = now + self.lease_ms
             async with self.store.write(durable=False) as tx:
-                jobs = await tx.claim_due(self.name, now, now + self.lease_ms, slots)
+                jobs = await tx.claim_due(self.name, now, lease_until, slots)
         except BitbybitError as error:
             log.warning("claim_failed", worker=self.name, error=str(error))
             await asyncio.sleep(POLL_SECONDS)
             return 0
         for job in jobs:
-            self.inflight[job.endpoint_id] += 1
-            task = asyncio.create_task(self._deliver(job))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.claimed[job.endpoint_id] += 1
+            if self.inflight[job.endpoint_id] < self.caps.get(job.endpoint_id, self.start_cap):
+                self._start(job)
+            else:
+                self.queued[job.endpoint_id].append((job, lease_until))
         return len(jobs)
+
+    def _start(self, job: Job) -> None:
+        self.inflight[job.endpoint_id] += 1
+        task = asyncio.create_task(self._deliver(job))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _finished(self, endpoint_id: str) -> None:
+        """One attempt of ``endpoint_id`` ended: free its slot and start a queued one."""
+        for counter in (self.inflight, self.claimed):
+            counter[endpoint_id] -= 1
+            if counter[endpoint_id] <= 0:
+                del counter[endpoint_id]
+        queue = self.queued.get(endpoint_id)
+        cap = self.caps.get(endpoint_id, self.start_cap)
+        deadline = _now_ms() + self.timeout_ms
+        while queue and not self.stopping and self.inflight[endpoint_id] < cap:
+            job, lease_until = queue.popleft()
+            if deadline < lease_until:
+                self._start(job)
+            else:  # its lease could end mid-attempt: leave it to be claimed afresh
+                self.claimed[endpoint_id] -= 1
+        if queue is not None and not queue:
+            del self.queued[endpoint_id]
 
     # -- one delivery ----------------------------------------------------------------------------
 
@@ -195,10 +241,10 @@ class Worker:
             log.exception("attempt_crashed", delivery_id=job.delivery_id, event_id=job.event_id)
             sent = SendResult(started_at=_now_ms(), latency_ms=0, error=f"internal error: {error}")
         finally:
-            self.inflight[job.endpoint_id] -= 1
-            if self.inflight[job.endpoint_id] <= 0:
-                del self.inflight[job.endpoint_id]
+            self._finished(job.endpoint_id)
             self.wake.set()
+        previous = self.latency.get(job.endpoint_id, sent.latency_ms)
+        self.latency[job.endpoint_id] = 0.8 * previous + 0.2 * sent.latency_ms
         cap = self.caps.get(job.endpoint_id, self.start_cap)
         if sent.unreachable:
             self.caps[job.endpoint_id] = max(MIN_CAP, cap // 2)
@@ -250,6 +296,15 @@ class Worker:
             self.wake.set()
 
     async def _drain(self) -> None:
+        self.stopping = True
+        unsent = [job.delivery_id for queue in self.queued.values() for job, _ in queue]
+        self.queued.clear()
+        if unsent:  # give back what was leased ahead and never started
+            try:
+                async with self.store.write(durable=False) as tx:
+                    await tx.release(self.name, unsent)
+            except BitbybitError as error:
+                log.warning("release_failed", worker=self.name, error=str(error))
         if self.tasks:
             log.info("worker_draining", worker=self.name, inflight=len(self.tasks))
             await asyncio.gather(*self.tasks, return_exceptions=True)

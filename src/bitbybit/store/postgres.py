@@ -13,9 +13,9 @@ from typing import Any
 import asyncpg
 
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
-from bitbybit.models import AttemptResult
+from bitbybit.models import AttemptResult, Job
 from bitbybit.store import migrations
-from bitbybit.store.sql import Row, SqlTx
+from bitbybit.store.sql import Row, SqlTx, job_from_row
 
 MIGRATION_LOCK = 0x62697462  # "bitb": one advisory lock id for schema changes
 
@@ -75,9 +75,10 @@ WAKE_CHANNEL = "bitbybit_deliveries"
 
 
 class PostgresTx(SqlTx):
-    async def _lease(
+    async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
-    ) -> list[str]:
+    ) -> list[Job]:
+        # One statement: pick (skipping rows other workers hold), lease, and return the content.
         if not slots:
             return []
         rows = await self.db.fetch(
@@ -86,15 +87,18 @@ class PostgresTx(SqlTx):
             " AND status = 'pending' AND next_attempt_at <= $3"
             " AND (lease_expires_at IS NULL OR lease_expires_at < $3)"
             " ORDER BY next_attempt_at LIMIT u.n FOR UPDATE SKIP LOCKED) x)"
-            " UPDATE deliveries SET lease_owner = $4, lease_expires_at = $5 FROM picked"
-            " WHERE deliveries.id = picked.id RETURNING deliveries.id",
+            " UPDATE deliveries AS d SET lease_owner = $4, lease_expires_at = $5"
+            " FROM picked, events AS ev, webhook_endpoints AS e"
+            " WHERE d.id = picked.id AND ev.id = d.event_id AND e.id = d.endpoint_id"
+            " RETURNING d.id, d.event_id, ev.type, ev.payload, d.endpoint_id, e.url, e.secret,"
+            " e.next_secret, e.next_secret_at, e.multi_signature, d.attempts",
             list(slots),
             list(slots.values()),
             now,
             owner,
             lease_until,
         )
-        return [row["id"] for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def _write_results(self, owner: str, results: Sequence[AttemptResult], now: int) -> None:
         # One statement per batch over arrays, instead of one per row: far less server work.

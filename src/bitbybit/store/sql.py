@@ -198,7 +198,7 @@ def _delivery(row: Row) -> Delivery:
     )
 
 
-def _job(row: Row) -> Job:
+def job_from_row(row: Row) -> Job:
     return Job(
         delivery_id=row["id"],
         event_id=row["event_id"],
@@ -1031,7 +1031,7 @@ class SqlTx:
             f" WHERE d.id IN ({_in(1, len(ids))}) ORDER BY d.next_attempt_at",
             *ids,
         )
-        return [_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def release(self, owner: str, delivery_ids: Sequence[str]) -> None:
         """Give leases back unattempted (graceful shutdown)."""
