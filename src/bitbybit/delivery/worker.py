@@ -302,7 +302,7 @@ class Worker:
         if unsent:  # give back what was leased ahead and never started
             try:
                 async with self.store.write(durable=False) as tx:
-                    await tx.release(self.name, unsent)
+                    await tx.release(self.name, unsent, _now_ms())
             except BitbybitError as error:
                 log.warning("release_failed", worker=self.name, error=str(error))
         if self.tasks:
