@@ -52,6 +52,7 @@ http {{
     keepalive_timeout 60s;
     server {{
         listen 127.0.0.1:{port};
+        location = /nginx_status {{ stub_status; }}
         location / {{ return 200 "ok"; }}
     }}
 }}
@@ -87,6 +88,16 @@ def database(kind: str) -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def sink_requests(hook: str) -> int:
+    """Requests the nginx sink has answered so far (its stub_status counter)."""
+    import urllib.request
+
+    status_url = hook.rsplit("/", 1)[0] + "/nginx_status"
+    with urllib.request.urlopen(status_url, timeout=5) as response:  # noqa: S310  # loopback
+        lines = response.read().decode().splitlines()
+    return int(lines[2].split()[2])
 
 
 def bench_env(database_url: str, **extra: str) -> dict[str, str]:
