@@ -1000,12 +1000,13 @@ class SqlTx:
     # the worker's side -------------------------------------------------------------------------
 
     async def due_endpoints(self, now: int) -> list[str]:
-        """Active endpoints with at least one delivery due (leased ones are not due: a lease
-        moves ``next_attempt_at`` to its end, so a lost worker's deliveries fall due again)."""
+        """Active endpoints with at least one delivery due and not leased (a lease that ran out,
+        say of a worker that died, no longer counts)."""
         rows = await self.db.fetch(
             "SELECT e.id FROM webhook_endpoints e WHERE e.status = 'active' AND EXISTS ("
             "SELECT 1 FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending'"
-            " AND d.next_attempt_at <= $1)",
+            " AND d.next_attempt_at <= $1"
+            " AND (d.lease_expires_at IS NULL OR d.lease_expires_at < $1))",
             now,
         )
         return [row["id"] for row in rows]
@@ -1034,7 +1035,7 @@ class SqlTx:
         return [job_from_row(row) for row in rows]
 
     async def release(self, owner: str, delivery_ids: Sequence[str], now: int) -> None:
-        """Give leases back unattempted (graceful shutdown): due again at once."""
+        """Give leases back unattempted (graceful shutdown): claimable again at once."""
         if delivery_ids:
             await self.db.execute(
                 "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL,"

@@ -108,6 +108,7 @@ class SQLiteTx(SqlTx):
             rows = await self.db.fetch(
                 "SELECT id FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'"
                 " AND next_attempt_at <= $2"
+                " AND (lease_expires_at IS NULL OR lease_expires_at < $2)"
                 " ORDER BY next_attempt_at LIMIT $3",
                 endpoint_id,
                 now,
@@ -116,8 +117,7 @@ class SQLiteTx(SqlTx):
             ids.extend(row["id"] for row in rows)
         if ids:
             await self.db.executemany(
-                "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $2,"
-                " next_attempt_at = $2 WHERE id = $3",
+                "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $2 WHERE id = $3",
                 [(owner, lease_until, delivery_id) for delivery_id in ids],
             )
         return ids
