@@ -142,6 +142,13 @@ class ProductUpdate(Body):
     variants: Annotated[list[VariantIn], Field(min_length=1, max_length=100)] | None = None
     media: Json = None
 
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> ProductUpdate:
+        for field in ("name", "variants"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null: a product keeps a {field}")
+        return self
+
 
 class LineItemIn(Body):
     productVariantId: Name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from bitbybit.models import Tenant
 from bitbybit.schemas import CustomerCreate
@@ -1059,3 +1060,23 @@ async def test_order_keeps_its_customer_summary_after_the_customer_is_deleted(
     )
     assert updated.status_code == 200, updated.text
     assert updated.json()["data"]["customer"] == order["customer"]
+
+
+@pytest.mark.parametrize("field", ["name", "variants"])
+async def test_product_update_refuses_null_for_what_a_product_must_keep(
+    client: httpx.AsyncClient, account: Account, field: str
+) -> None:
+    created = await client.post(
+        PRODUCTS,
+        json={"name": "Mug", "variants": [{"title": "Default", "price": 5}]},
+        headers=account.headers,
+    )
+    product = created.json()["data"]
+    response = await client.put(
+        f"{PRODUCTS}/{product['id']}", json={field: None}, headers=account.headers
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert field in response.json()["error"]["message"]
+    unchanged = await client.get(f"{PRODUCTS}/{product['id']}", headers=account.headers)
+    assert unchanged.json()["data"] == product
