@@ -173,6 +173,11 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
                 " SELECT 'dlv_backlog' || i, ?, ?, ?, 'live', 'pending', 0, ?, ?, ? FROM n",
                 (size, event_id, endpoint_id, company, now, now, now),
             )
+            connection.execute(
+                "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
+                " SELECT id, endpoint_id, next_attempt_at FROM deliveries"
+                " WHERE id LIKE 'dlv_backlog%'"
+            )
         connection.close()
         return
     connection = await asyncpg.connect(database_url)
@@ -187,6 +192,11 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
             company,
             now,
             size,
+        )
+        await connection.execute(
+            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
+            " SELECT id, endpoint_id, next_attempt_at FROM deliveries"
+            " WHERE id LIKE 'dlv_backlog%'"
         )
     finally:
         await connection.close()

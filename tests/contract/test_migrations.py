@@ -270,6 +270,15 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
         assert [v.id for v in product.variants] == ["var_seed"]
         assert event is not None
         assert event.payload == b'{"id":"cust_seed"}'
+    if version >= 2:  # the pending delivery is still on its way
+        async with empty_store.read() as tx:
+            delivery = await tx.get_delivery(LIVE, "del_seed")
+            due = await tx.due_endpoints(T0)
+            stats = await tx.queue_stats(T0)
+        assert delivery is not None
+        assert delivery.status == "pending"
+        assert due == ["we_seed"]
+        assert (stats.pending, stats.due, stats.oldest_due_at) == (1, 1, T0)
 
 
 def test_every_version_but_the_newest_has_seed_data() -> None:

@@ -181,7 +181,7 @@ async def held_by(store: Store, pid: int) -> set[str]:
     """Deliveries still leased to the (dead) worker with this pid: worker names are host:pid:x."""
     rows = await fetch(
         store,
-        "SELECT id FROM deliveries WHERE status = 'pending' AND lease_owner LIKE $1",
+        "SELECT delivery_id AS id FROM delivery_queue WHERE lease_owner LIKE $1",
         f"%:{pid}:%",
     )
     return {row["id"] for row in rows}

@@ -82,16 +82,18 @@ class PostgresTx(SqlTx):
         if not slots:
             return []
         rows = await self.db.fetch(
-            "WITH picked AS (SELECT x.id FROM unnest($1::text[], $2::int[]) AS u(endpoint_id, n)"
-            " CROSS JOIN LATERAL (SELECT id FROM deliveries WHERE endpoint_id = u.endpoint_id"
-            " AND status = 'pending' AND next_attempt_at <= $3"
+            "WITH picked AS (SELECT x.delivery_id FROM unnest($1::text[], $2::int[])"
+            " AS u(endpoint_id, n) CROSS JOIN LATERAL (SELECT delivery_id FROM delivery_queue"
+            " WHERE endpoint_id = u.endpoint_id AND due_at <= $3"
             " AND (lease_expires_at IS NULL OR lease_expires_at < $3)"
-            " ORDER BY next_attempt_at LIMIT u.n FOR UPDATE SKIP LOCKED) x)"
-            " UPDATE deliveries AS d SET lease_owner = $4, lease_expires_at = $5"
-            " FROM picked, events AS ev, webhook_endpoints AS e"
-            " WHERE d.id = picked.id AND ev.id = d.event_id AND e.id = d.endpoint_id"
-            " RETURNING d.id, d.event_id, ev.type, ev.payload, d.endpoint_id, e.url, e.secret,"
-            " e.next_secret, e.next_secret_at, e.multi_signature, d.attempts",
+            " ORDER BY due_at LIMIT u.n FOR UPDATE SKIP LOCKED) x),"
+            " leased AS (UPDATE delivery_queue AS q SET lease_owner = $4, lease_expires_at = $5"
+            " FROM picked WHERE q.delivery_id = picked.delivery_id"
+            " RETURNING q.delivery_id, q.due_at)"
+            f" SELECT {self._JOB_COLUMNS} FROM leased"
+            " JOIN deliveries d ON d.id = leased.delivery_id JOIN events ev ON ev.id = d.event_id"
+            " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+            " ORDER BY leased.due_at",
             list(slots),
             list(slots.values()),
             now,
@@ -101,7 +103,6 @@ class PostgresTx(SqlTx):
         return [job_from_row(row) for row in rows]
 
     async def _write_results(self, owner: str, results: Sequence[AttemptResult], now: int) -> None:
-        # One statement per batch over arrays, instead of one per row: far less server work.
         columns = list(
             zip(
                 *(
@@ -121,32 +122,25 @@ class PostgresTx(SqlTx):
                 strict=True,
             )
         )
-        ids, numbers, started, latency, codes, errors, bodies, statuses, due = columns
+        # One statement for the batch: the attempts, the queue rows this worker still leases
+        # (dropped when the delivery is done, rescheduled when it will be retried) and the
+        # deliveries whose queue row it held.
         await self.db.execute(
-            self._ATTEMPT_INSERT + " SELECT u.*, $8 FROM unnest($1::text[], $2::bigint[],"
-            " $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bytea[]) AS u",
-            list(ids),
-            list(numbers),
-            list(started),
-            list(latency),
-            list(codes),
-            list(errors),
-            list(bodies),
-            owner,
-        )
-        await self.db.execute(
-            "UPDATE deliveries AS d SET status = u.status, attempts = u.number,"
+            "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
+            " $4::bigint[], $5::bigint[], $6::text[], $7::bytea[], $8::text[], $9::bigint[])"
+            " AS u(id, number, started, latency, code, error, body, status, due)),"
+            f" attempts AS ({self._ATTEMPT_INSERT}"
+            " SELECT id, number, started, latency, code, error, body, $10 FROM u),"
+            " done AS (DELETE FROM delivery_queue AS q USING u WHERE q.delivery_id = u.id"
+            " AND q.lease_owner = $10 AND u.status <> 'pending' RETURNING q.delivery_id),"
+            " again AS (UPDATE delivery_queue AS q SET due_at = u.due, lease_owner = NULL,"
+            " lease_expires_at = NULL FROM u WHERE q.delivery_id = u.id AND q.lease_owner = $10"
+            " AND u.status = 'pending' RETURNING q.delivery_id),"
+            " mine AS (SELECT delivery_id FROM done UNION ALL SELECT delivery_id FROM again)"
+            " UPDATE deliveries AS d SET status = u.status, attempts = u.number,"
             " next_attempt_at = u.due, last_status_code = u.code, last_error = u.error,"
-            " lease_owner = NULL, lease_expires_at = NULL, updated_at = $8"
-            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],"
-            " $6::text[]) AS u(id, status, number, due, code, error)"
-            " WHERE d.id = u.id AND d.status = 'pending' AND d.lease_owner = $7",
-            list(ids),
-            list(statuses),
-            list(numbers),
-            list(due),
-            list(codes),
-            list(errors),
+            " updated_at = $11 FROM u, mine WHERE d.id = u.id AND mine.delivery_id = u.id",
+            *(list(column) for column in columns),
             owner,
             now,
         )

@@ -864,14 +864,20 @@ class SqlTx:
 
     async def hold_pending(self, endpoint_id: str, now: int) -> int:
         """Hold the endpoint's pending deliveries (it was suspended or disabled)."""
-        return await self.db.execute(
-            "UPDATE deliveries SET status = 'held', lease_owner = NULL, lease_expires_at = NULL,"
-            " updated_at = $2 WHERE endpoint_id = $1 AND status = 'pending'",
+        held = await self.db.execute(
+            "UPDATE deliveries SET status = 'held', updated_at = $2 WHERE id IN"
+            " (SELECT delivery_id FROM delivery_queue WHERE endpoint_id = $1)",
             endpoint_id,
             now,
         )
+        await self.db.execute("DELETE FROM delivery_queue WHERE endpoint_id = $1", endpoint_id)
+        return held
 
     # deliveries --------------------------------------------------------------------------------
+    #
+    # A delivery is pending exactly while it has a row in ``delivery_queue``, which holds when it
+    # is due and who leases it. The worker's frequent writes go to that narrow table; a delivery's
+    # own row changes once per attempt, and none of its indexed columns ever do.
 
     deliveries_created = False
     """Set when this transaction queued deliveries, so the store can wake workers on commit."""
@@ -899,6 +905,10 @@ class SqlTx:
             " attempts, next_attempt_at, created_at, updated_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7)",
             rows,
+        )
+        await self.db.executemany(
+            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at) VALUES ($1, $2, $3)",
+            [(row[0], row[2], now) for row in rows if row[5] == "pending"],
         )
         self.deliveries_created = True
         return [row[0] for row in rows]
@@ -973,8 +983,16 @@ class SqlTx:
         if not delivery_ids:
             return 0
         touched = await self.db.execute(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_owner = NULL,"
-            f" lease_expires_at = NULL, updated_at = $1 WHERE id IN ({_in(2, len(delivery_ids))})",
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1"
+            f" WHERE id IN ({_in(2, len(delivery_ids))})",
+            now,
+            *delivery_ids,
+        )
+        await self.db.execute(
+            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
+            f" SELECT id, endpoint_id, $1 FROM deliveries WHERE id IN ({_in(2, len(delivery_ids))})"
+            " ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at,"
+            " lease_owner = NULL, lease_expires_at = NULL",
             now,
             *delivery_ids,
         )
@@ -1004,9 +1022,8 @@ class SqlTx:
         say of a worker that died, no longer counts)."""
         rows = await self.db.fetch(
             "SELECT e.id FROM webhook_endpoints e WHERE e.status = 'active' AND EXISTS ("
-            "SELECT 1 FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending'"
-            " AND d.next_attempt_at <= $1"
-            " AND (d.lease_expires_at IS NULL OR d.lease_expires_at < $1))",
+            "SELECT 1 FROM delivery_queue q WHERE q.endpoint_id = e.id AND q.due_at <= $1"
+            " AND (q.lease_expires_at IS NULL OR q.lease_expires_at < $1))",
             now,
         )
         return [row["id"] for row in rows]
@@ -1017,6 +1034,11 @@ class SqlTx:
         """Lease up to ``slots[endpoint]`` due deliveries per endpoint; the dialect's claim."""
         raise NotImplementedError
 
+    _JOB_COLUMNS = (
+        "d.id, d.event_id, ev.type, ev.payload, d.endpoint_id, e.url, e.secret, e.next_secret,"
+        " e.next_secret_at, e.multi_signature, d.attempts"
+    )
+
     async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
     ) -> list[Job]:
@@ -1025,11 +1047,10 @@ class SqlTx:
         if not ids:
             return []
         rows = await self.db.fetch(
-            "SELECT d.id, d.event_id, ev.type, ev.payload, d.endpoint_id, e.url, e.secret,"
-            " e.next_secret, e.next_secret_at, e.multi_signature, d.attempts"
-            " FROM deliveries d JOIN events ev ON ev.id = d.event_id"
+            f"SELECT {self._JOB_COLUMNS} FROM delivery_queue q"
+            " JOIN deliveries d ON d.id = q.delivery_id JOIN events ev ON ev.id = d.event_id"
             " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
-            f" WHERE d.id IN ({_in(1, len(ids))}) ORDER BY d.next_attempt_at",
+            f" WHERE q.delivery_id IN ({_in(1, len(ids))}) ORDER BY q.due_at",
             *ids,
         )
         return [job_from_row(row) for row in rows]
@@ -1038,12 +1059,9 @@ class SqlTx:
         """Give leases back unattempted (graceful shutdown): claimable again at once."""
         if delivery_ids:
             await self.db.execute(
-                "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL,"
-                " next_attempt_at = $2"
-                f" WHERE lease_owner = $1 AND status = 'pending'"
-                f" AND id IN ({_in(3, len(delivery_ids))})",
+                "UPDATE delivery_queue SET lease_owner = NULL, lease_expires_at = NULL"
+                f" WHERE lease_owner = $1 AND delivery_id IN ({_in(2, len(delivery_ids))})",
                 owner,
-                now,
                 *delivery_ids,
             )
 
@@ -1097,15 +1115,14 @@ class SqlTx:
         "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
         " status_code, error, response_body, worker)"
     )
-    _RESULT_UPDATE = (
-        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
-        " last_status_code = $5, last_error = $6, lease_owner = NULL,"
-        " lease_expires_at = NULL, updated_at = $7"
-        " WHERE id = $1 AND status = 'pending' AND lease_owner = $8"
-    )
 
     async def _write_results(self, owner: str, results: Sequence[AttemptResult], now: int) -> None:
-        """Attempt rows and the deliveries' new state; PostgreSQL does it in two statements."""
+        """Attempt rows, the deliveries' new state and their queue rows.
+
+        An outcome counts only while this worker still holds the lease: if the lease ran out and
+        another worker claimed the delivery, that worker's attempt decides (this one is still
+        recorded as an attempt).
+        """
         await self.db.executemany(
             self._ATTEMPT_INSERT + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             [
@@ -1123,7 +1140,10 @@ class SqlTx:
             ],
         )
         await self.db.executemany(
-            self._RESULT_UPDATE,
+            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
+            " last_status_code = $5, last_error = $6, updated_at = $7 WHERE id = $1"
+            " AND EXISTS (SELECT 1 FROM delivery_queue"
+            " WHERE delivery_id = $1 AND lease_owner = $8)",
             [
                 (
                     r.delivery_id,
@@ -1138,13 +1158,21 @@ class SqlTx:
                 for r in results
             ],
         )
+        await self.db.executemany(
+            "UPDATE delivery_queue SET due_at = $2, lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE delivery_id = $1 AND lease_owner = $3",
+            [(r.delivery_id, r.next_attempt_at, owner) for r in results if r.status == "pending"],
+        )
+        await self.db.executemany(
+            "DELETE FROM delivery_queue WHERE delivery_id = $1 AND lease_owner = $2",
+            [(r.delivery_id, owner) for r in results if r.status != "pending"],
+        )
 
     async def queue_stats(self, now: int) -> QueueStats:
         row = await self.db.fetchrow(
             "SELECT COUNT(*) AS pending,"
-            " SUM(CASE WHEN next_attempt_at <= $1 THEN 1 ELSE 0 END) AS due,"
-            " MIN(CASE WHEN next_attempt_at <= $1 THEN next_attempt_at END) AS oldest"
-            " FROM deliveries WHERE status = 'pending'",
+            " SUM(CASE WHEN due_at <= $1 THEN 1 ELSE 0 END) AS due,"
+            " MIN(CASE WHEN due_at <= $1 THEN due_at END) AS oldest FROM delivery_queue",
             now,
         )
         if row is None:

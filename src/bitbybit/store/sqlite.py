@@ -106,18 +106,18 @@ class SQLiteTx(SqlTx):
         ids: list[str] = []
         for endpoint_id, count in slots.items():
             rows = await self.db.fetch(
-                "SELECT id FROM deliveries WHERE endpoint_id = $1 AND status = 'pending'"
-                " AND next_attempt_at <= $2"
+                "SELECT delivery_id FROM delivery_queue WHERE endpoint_id = $1 AND due_at <= $2"
                 " AND (lease_expires_at IS NULL OR lease_expires_at < $2)"
-                " ORDER BY next_attempt_at LIMIT $3",
+                " ORDER BY due_at LIMIT $3",
                 endpoint_id,
                 now,
                 count,
             )
-            ids.extend(row["id"] for row in rows)
+            ids.extend(row["delivery_id"] for row in rows)
         if ids:
             await self.db.executemany(
-                "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $2 WHERE id = $3",
+                "UPDATE delivery_queue SET lease_owner = $1, lease_expires_at = $2"
+                " WHERE delivery_id = $3",
                 [(owner, lease_until, delivery_id) for delivery_id in ids],
             )
         return ids
