@@ -27,7 +27,8 @@ test: lint typecheck
 
 # Tools the benchmarks drive (not needed for the tests).
 bench-deps: $(STAMP)
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	(command -v wrk && { command -v nginx || test -x /usr/sbin/nginx; }) >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq wrk nginx-light)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
