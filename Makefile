@@ -29,6 +29,7 @@ test: lint typecheck
 bench-deps: $(STAMP)
 	(command -v wrk && { command -v nginx || test -x /usr/sbin/nginx; }) >/dev/null \
 		|| (apt-get update -qq && apt-get install -y -qq wrk nginx-light)
+	test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

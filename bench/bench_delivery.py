@@ -109,12 +109,30 @@ async def insert_events(database_url: str, company: str, count: int) -> None:
         await platform.close()
 
 
+PROFILE: list[str] = []
+"""``--profile FILE``: the worker runs under py-spy, which writes collapsed stacks to FILE."""
+
+
+PROFILERS: list[subprocess.Popen[bytes]] = []
+
+
 def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    worker = subprocess.Popen(
         [*BITBYBIT, "worker", "--concurrency", str(concurrency)],
         env=env,
         stderr=subprocess.DEVNULL,
     )
+    if PROFILE:
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        command = [spy, "record", "--format", "raw", "--native", "-o", PROFILE[0]]
+        PROFILERS.append(
+            subprocess.Popen(
+                [*command, "--pid", str(worker.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return worker
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -124,6 +142,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    while PROFILERS:  # py-spy writes its file when the worker is gone
+        PROFILERS.pop().wait(60)
 
 
 def rss_mb(pid: int) -> float:
@@ -403,7 +423,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=20_000)
+    parser.add_argument("--profile", metavar="FILE", help="profile the worker with py-spy")
     args = parser.parse_args()
+    if args.profile:
+        PROFILE.append(args.profile)
     {"throughput": throughput, "latency": latency, "isolation": isolation, "backlog": backlog}[
         args.mode
     ](args)

@@ -6,7 +6,9 @@ with free slots, so a slow or dead endpoint never holds up the others. Leases ou
 deadline, so deliveries of a process that dies are claimed again once their lease runs out.
 
 Wake-ups: commits in this process (``store.on_deliveries``), PostgreSQL NOTIFY from other
-processes, the earliest retry this worker scheduled, and a polling fallback.
+processes, the earliest retry this worker scheduled, and a polling fallback. Which endpoints have
+work due is asked of the database only on those wake-ups (and at least every ``POLL_SECONDS``);
+a slot freed by a finished attempt is refilled from the endpoints already known to have work.
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ class Worker:
         self.stopping = False
         self.results: list[AttemptResult] = []
         self.wake = asyncio.Event()
+        self.due: list[str] = []
+        """Endpoints known to have deliveries due (as of ``due_checked_at``)."""
+        self.due_checked_at = 0
+        self.new_work = True
+        """Something may have become due that ``due`` does not know of: ask the database."""
         self.flushed = asyncio.Event()
         self.next_retry_at: int | None = None
         self.rng = random.Random()  # noqa: S311  # retry jitter, not cryptography
@@ -103,7 +110,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, then finish in-flight attempts and record them."""
-        self.store.on_deliveries.append(self.wake.set)
+        self.store.on_deliveries.append(self._on_new_work)
         unlisten = await self._listen()
         recorder = asyncio.create_task(self._record_loop(stop))
         stats = asyncio.create_task(self._stats_loop(stop))
@@ -115,7 +122,7 @@ class Worker:
                     continue  # there may be more
                 await self._sleep(stop)
         finally:
-            self.store.on_deliveries.remove(self.wake.set)
+            self.store.on_deliveries.remove(self._on_new_work)
             await unlisten()
             await self._drain()
             stop.set()
@@ -131,13 +138,19 @@ class Worker:
         if listen is None:  # SQLite: in-process wake-ups and polling
             return _nothing
         try:
-            closer: Callable[[], Awaitable[None]] = await listen(self.wake.set)
+            closer: Callable[[], Awaitable[None]] = await listen(self._on_new_work)
         except BitbybitError as error:
             log.warning("listen_failed", error=str(error), fallback="polling")
             return _nothing
         return closer
 
+    def _on_new_work(self) -> None:
+        self.new_work = True
+        self.wake.set()
+
     async def _sleep(self, stop: asyncio.Event) -> None:
+        if self.new_work and self._free() > 0:
+            return  # a wake-up came while claiming
         timeout = POLL_SECONDS
         if self.next_retry_at is not None:
             timeout = max(0.0, min(timeout, (self.next_retry_at - _now_ms()) / 1000))
@@ -148,23 +161,39 @@ class Worker:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        if not self.wake.is_set():  # the poll
+            self.new_work = True
         if self.next_retry_at is not None and self.next_retry_at <= _now_ms():
             self.next_retry_at = None
+            self.new_work = True
 
     def _prefetch(self, endpoint_id: str) -> int:
         fast = self.latency.get(endpoint_id, FAST_MS) < FAST_MS
         return FAST_PREFETCH if fast else 1
 
+    def _free(self) -> int:
+        return self.concurrency * FAST_PREFETCH - sum(self.claimed.values())
+
+    def _check_due(self, now: int) -> bool:
+        """Whether to ask the database which endpoints have work due."""
+        retry_due = self.next_retry_at is not None and self.next_retry_at <= now
+        return self.new_work or retry_due or now - self.due_checked_at >= POLL_SECONDS * 1000
+
     async def _claim_once(self) -> int:
-        free = self.concurrency * FAST_PREFETCH - sum(self.claimed.values())
+        free = self._free()
         if free <= 0:
             return 0
         now = _now_ms()
         try:
-            async with self.store.read() as tx:
-                due = await tx.due_endpoints(now)
+            if self._check_due(now):
+                self.new_work = False  # before the read: a wake-up during it asks again
+                async with self.store.read(background=True) as tx:
+                    self.due = await tx.due_endpoints(now)
+                self.due_checked_at = now
+                if self.next_retry_at is not None and self.next_retry_at <= now:
+                    self.next_retry_at = None
             slots: dict[str, int] = {}
-            for endpoint_id in due:
+            for endpoint_id in self.due:
                 busy = self.claimed[endpoint_id]
                 cap = self.caps.get(endpoint_id, self.start_cap)
                 chunk = max(1, cap // 4)
@@ -178,12 +207,16 @@ class Worker:
             if not slots:
                 return 0
             lease_until = now + self.lease_ms
-            async with self.store.write(durable=False) as tx:
+            async with self.store.write(durable=False, background=True) as tx:
                 jobs = await tx.claim_due(self.name, now, lease_until, slots)
         except BitbybitError as error:
             log.warning("claim_failed", worker=self.name, error=str(error))
+            self.new_work = True
             await asyncio.sleep(POLL_SECONDS)
             return 0
+        got = Counter(job.endpoint_id for job in jobs)
+        # An endpoint that gave fewer than asked has nothing more due (for now).
+        self.due = [e for e in self.due if e not in slots or got[e] >= slots[e]]
         for job in jobs:
             self.claimed[job.endpoint_id] += 1
             if self.inflight[job.endpoint_id] < self.caps.get(job.endpoint_id, self.start_cap):
@@ -282,7 +315,7 @@ class Worker:
     async def flush(self) -> None:
         batch, self.results = self.results[:FLUSH_BATCH], self.results[FLUSH_BATCH:]
         try:
-            async with self.store.write(durable=False) as tx:
+            async with self.store.write(durable=False, background=True) as tx:
                 suspended = await tx.record_attempts(self.name, batch, _now_ms(), SUSPEND_AFTER)
         except BitbybitError as error:
             log.warning("record_failed", worker=self.name, error=str(error), pending=len(batch))
@@ -301,7 +334,7 @@ class Worker:
         self.queued.clear()
         if unsent:  # give back what was leased ahead and never started
             try:
-                async with self.store.write(durable=False) as tx:
+                async with self.store.write(durable=False, background=True) as tx:
                     await tx.release(self.name, unsent, _now_ms())
             except BitbybitError as error:
                 log.warning("release_failed", worker=self.name, error=str(error))
@@ -312,7 +345,7 @@ class Worker:
     async def _stats_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with self.store.read() as tx:
+                async with self.store.read(background=True) as tx:
                     stats = await tx.queue_stats(_now_ms())
             except BitbybitError:
                 pass
