@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -124,7 +129,7 @@ def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[byte
     )
     if PROFILE:
         spy = str(Path(sys.executable).with_name("py-spy"))
-        command = [spy, "record", "--format", "raw", "--native", "-o", PROFILE[0]]
+        command = [spy, "record", "--format", "raw", "--nonblocking", "--threads", "-o", PROFILE[0]]
         PROFILERS.append(
             subprocess.Popen(
                 [*command, "--pid", str(worker.pid)],
@@ -153,14 +158,26 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def bare_rate(hook: str, secret: str, count: int, concurrency: int) -> float:
-    """The bare loop on the standard event loop and on uvloop; the faster is the ceiling."""
+def bare_rate(hook: str, secret: str, count: int, concurrency: int) -> tuple[float, float]:
+    """The bare loop on the standard event loop and on uvloop; the faster is the ceiling.
+
+    Returns (requests/s, CPU seconds per request) of the faster run.
+    """
     import uvloop
 
-    rates = [asyncio.run(bare_loop(hook, secret, count, concurrency))]
+    runs = [measured(asyncio.run, bare_loop(hook, secret, count, concurrency))]
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        rates.append(runner.run(bare_loop(hook, secret, count, concurrency)))
-    return max(rates)
+        runs.append(measured(runner.run, bare_loop(hook, secret, count, concurrency)))
+    rate, cpu = max(runs)
+    return rate, cpu / count
+
+
+def measured(
+    run: Callable[[Coroutine[Any, Any, float]], float], loop: Coroutine[Any, Any, float]
+) -> tuple[float, float]:
+    cpu = time.process_time()
+    rate = run(loop)
+    return rate, time.process_time() - cpu
 
 
 async def bare_loop(hook: str, secret: str, count: int, concurrency: int) -> float:
@@ -186,26 +203,58 @@ async def bare_loop(hook: str, secret: str, count: int, concurrency: int) -> flo
 
 
 def throughput(args: argparse.Namespace) -> None:
-    with nginx_sink() as hook, database(args.database) as database_url:
-        company, key, (secret,), (endpoint_id,) = asyncio.run(prepare(database_url, [hook]))
-        env = bench_env(database_url)
-        extra = {k: v for k, v in env.items() if k.startswith("BITBYBIT_")}
-        with serve(database_url, LOG, **{**extra, "BITBYBIT_CONCURRENCY": "0"}) as server:
-            created_s = asyncio.run(create_customers(server.base_url, key, args.events))
-        worker = start_worker(env, args.concurrency)
-        try:
-            rate = sink_rate(hook, args.events)
-            recorded = asyncio.run(count_succeeded(database_url, company, endpoint_id, args.events))
-        finally:
-            stop(worker)
-        if recorded < args.events:
-            raise RuntimeError(f"only {recorded} of {args.events} attempts recorded as succeeded")
-        bare = bare_rate(hook, secret, args.events, args.concurrency)
+    """Rounds of (bare loop, bitbybit) back to back: this machine's speed drifts by tens of
+    percent over minutes, so each round's ratio compares runs made a few seconds apart."""
+    rounds: list[tuple[float, float, float]] = []
+    cpu_ratios: list[float] = []
+    with nginx_sink() as hook:
+        for _ in range(args.rounds):
+            with database(args.database) as database_url:
+                company, key, (secret,), (endpoint_id,) = asyncio.run(prepare(database_url, [hook]))
+                env = bench_env(database_url)
+                extra = {k: v for k, v in env.items() if k.startswith("BITBYBIT_")}
+                with serve(database_url, LOG, **{**extra, "BITBYBIT_CONCURRENCY": "0"}) as server:
+                    created_s = asyncio.run(create_customers(server.base_url, key, args.events))
+                bare, bare_cpu = bare_rate(hook, secret, args.events, args.concurrency)
+                worker = start_worker(env, args.concurrency)
+                try:
+                    rate = sink_rate(hook, args.events, pid=worker.pid)
+                    recorded = asyncio.run(
+                        count_succeeded(database_url, company, endpoint_id, args.events)
+                    )
+                finally:
+                    stop(worker)
+                if recorded < args.events:
+                    raise RuntimeError(f"only {recorded} of {args.events} attempts recorded")
+            rounds.append((args.events / created_s, rate, bare))
+            worker_cpu = sum(CPU_USED[-1].values())
+            cpu_ratios.append(bare_cpu / worker_cpu)
+            threads = ", ".join(
+                f"{name} {seconds * 1e6:.0f}"
+                for name, seconds in sorted(CPU_USED[-1].items(), key=lambda item: -item[1])
+                if seconds * 1e6 >= 1
+            )
+            print(
+                f"round {len(rounds)}: created {args.events / created_s:,.0f} customers/s"
+                f" through the API; delivered {rate:,.0f} webhooks/s at the sink, every attempt"
+                f" recorded as succeeded; bare aiohttp loop {bare:,.0f} requests/s;"
+                f" ratio {rate / bare:.2f}; CPU per request: worker {worker_cpu * 1e6:.0f} us"
+                f" ({threads}), bare loop {bare_cpu * 1e6:.0f} us",
+                flush=True,
+            )
+    ratios = sorted(rate / bare for _, rate, bare in rounds)
     print(f"database: {args.database}, events: {args.events}, concurrency: {args.concurrency}")
-    print(f"created through the API: {args.events / created_s:,.0f} customers/s")
-    print(f"delivered: {rate:,.0f} webhooks/s at the sink; every attempt recorded as succeeded")
-    print(f"bare aiohttp loop, same signed requests and sink: {bare:,.0f} requests/s")
-    print(f"ratio: {rate / bare:.2f} (goal >= 0.70)")
+    print(f"delivered: median {statistics.median(r for _, r, _ in rounds):,.0f} webhooks/s")
+    print(f"bare aiohttp loop: median {statistics.median(b for _, _, b in rounds):,.0f} requests/s")
+    print(
+        f"ratio: median {statistics.median(ratios):.2f} (rounds: "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + ") (goal >= 0.70)"
+    )
+    print(
+        f"CPU-time ratio (bare loop's CPU per request / the worker's): median"
+        f" {statistics.median(cpu_ratios):.2f}; the rate ratio when neither is short of CPU"
+    )
 
 
 def latency(args: argparse.Namespace) -> None:
@@ -327,27 +376,52 @@ def isolation(args: argparse.Namespace) -> None:
     print(f"database: {args.database}; kept {ratio:.0%} of its solo throughput (goal >= 90%)")
 
 
-def sink_rate(hook: str, count: int, limit_s: float = 600) -> float:
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """User and system CPU time the process has used so far: its main thread, and the rest."""
+    used: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            name = "event loop" if task.name == str(pid) else "other threads"
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            used[name] = used.get(name, 0.0) + seconds
+    return used
+
+
+def sink_rate(hook: str, count: int, limit_s: float = 600, pid: int | None = None) -> float:
     """Requests/s the nginx sink received, from the first to the ``count``-th.
 
     Counted by nginx itself, so measuring costs the database nothing (a COUNT over a large
-    deliveries table in another process would take CPU from the worker being measured).
+    deliveries table in another process would take CPU from the worker being measured). With
+    ``pid``, the CPU time that process used over the same span goes to ``CPU_USED``.
     """
     base = sink_requests(hook)
     started = time.perf_counter()
-    first: tuple[float, int] | None = None
+    first: tuple[float, int, dict[str, float]] | None = None
     polls = 0
     while True:
         polls += 1
         received = sink_requests(hook) - base - polls  # the status requests count too
         now = time.perf_counter()
         if first is None and received > 0:
-            first = (now, received)
+            first = (now, received, cpu_seconds(pid) if pid else {})
         if received >= count and first is not None and now > first[0]:
+            if pid:
+                used = cpu_seconds(pid)
+                CPU_USED.append(
+                    {
+                        name: (seconds - first[2].get(name, 0.0)) / (received - first[1])
+                        for name, seconds in used.items()
+                    }
+                )
             return (received - first[1]) / (now - first[0])
         if now - started > limit_s:
             raise RuntimeError(f"only {received} of {count} arrived")
         time.sleep(0.05)
+
+
+CPU_USED: list[dict[str, float]] = []
+"""CPU seconds per delivery of the measured worker runs, by thread."""
 
 
 async def count_succeeded(database_url: str, company: str, endpoint_id: str, count: int) -> int:
@@ -418,6 +492,7 @@ def main() -> None:
     parser.add_argument("mode", choices=("throughput", "latency", "isolation", "backlog"))
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: rounds to run")
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=10)

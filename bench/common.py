@@ -164,21 +164,21 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
     if database_url.startswith("sqlite"):
         import sqlite3
 
-        connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-        with connection:
-            connection.execute(
+        db = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        with db:
+            db.execute(
                 "WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i <= ?)"
                 " INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
                 " attempts, next_attempt_at, created_at, updated_at)"
                 " SELECT 'dlv_backlog' || i, ?, ?, ?, 'live', 'pending', 0, ?, ?, ? FROM n",
                 (size, event_id, endpoint_id, company, now, now, now),
             )
-            connection.execute(
+            db.execute(
                 "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
                 " SELECT id, endpoint_id, next_attempt_at FROM deliveries"
                 " WHERE id LIKE 'dlv_backlog%'"
             )
-        connection.close()
+        db.close()
         return
     connection = await asyncpg.connect(database_url)
     try:
