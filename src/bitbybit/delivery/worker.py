@@ -187,7 +187,7 @@ class Worker:
         try:
             if self._check_due(now):
                 self.new_work = False  # before the read: a wake-up during it asks again
-                async with self.store.read(background=True) as tx:
+                async with self.store.read() as tx:
                     self.due = await tx.due_endpoints(now)
                 self.due_checked_at = now
                 if self.next_retry_at is not None and self.next_retry_at <= now:
@@ -207,7 +207,7 @@ class Worker:
             if not slots:
                 return 0
             lease_until = now + self.lease_ms
-            async with self.store.write(durable=False, background=True) as tx:
+            async with self.store.write(durable=False) as tx:
                 jobs = await tx.claim_due(self.name, now, lease_until, slots)
         except BitbybitError as error:
             log.warning("claim_failed", worker=self.name, error=str(error))
@@ -315,7 +315,7 @@ class Worker:
     async def flush(self) -> None:
         batch, self.results = self.results[:FLUSH_BATCH], self.results[FLUSH_BATCH:]
         try:
-            async with self.store.write(durable=False, background=True) as tx:
+            async with self.store.write(durable=False) as tx:
                 suspended = await tx.record_attempts(self.name, batch, _now_ms(), SUSPEND_AFTER)
         except BitbybitError as error:
             log.warning("record_failed", worker=self.name, error=str(error), pending=len(batch))
@@ -334,7 +334,7 @@ class Worker:
         self.queued.clear()
         if unsent:  # give back what was leased ahead and never started
             try:
-                async with self.store.write(durable=False, background=True) as tx:
+                async with self.store.write(durable=False) as tx:
                     await tx.release(self.name, unsent, _now_ms())
             except BitbybitError as error:
                 log.warning("release_failed", worker=self.name, error=str(error))
@@ -345,7 +345,7 @@ class Worker:
     async def _stats_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with self.store.read(background=True) as tx:
+                async with self.store.read() as tx:
                     stats = await tx.queue_stats(_now_ms())
             except BitbybitError:
                 pass

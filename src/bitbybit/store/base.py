@@ -138,23 +138,17 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    def write(
-        self, *, durable: bool = True, background: bool = False
-    ) -> AbstractAsyncContextManager[Tx]:
+    def write(self, *, durable: bool = True) -> AbstractAsyncContextManager[Tx]:
         """A read-write transaction.
 
         ``durable=False`` lets the commit return before it is on disk (PostgreSQL
         ``synchronous_commit = off``): for the delivery worker's leases and attempt records,
         whose loss in a database crash only means a delivery is sent again, never lost.
-
-        ``background=True`` marks the delivery worker's batch work: a store whose statements
-        otherwise run on the event loop (SQLite) runs these on a thread of its own, so the
-        loop keeps sending while a batch of hundreds of rows is written.
         """
         ...
 
-    def read(self, *, background: bool = False) -> AbstractAsyncContextManager[Tx]:
-        """A read-only view; never writes. ``background`` as for ``write``."""
+    def read(self) -> AbstractAsyncContextManager[Tx]:
+        """A read-only view; never writes."""
         ...
 
     async def migrate(self, target: int | None = None) -> list[str]:

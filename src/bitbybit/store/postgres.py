@@ -240,10 +240,10 @@ class PostgresStore:
 
         return close
 
-    def write(self, *, durable: bool = True, background: bool = False) -> Any:
+    def write(self, *, durable: bool = True) -> Any:
         return self._transaction(readonly=False, durable=durable)
 
-    def read(self, *, background: bool = False) -> Any:
+    def read(self) -> Any:
         return self._transaction(readonly=True)
 
     async def schema_version(self) -> int:

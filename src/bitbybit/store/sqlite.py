@@ -1,12 +1,9 @@
 """The SQLite driver: one connection per process, WAL, ``BEGIN IMMEDIATE`` for writes.
 
 Statements run synchronously on the event loop's thread: a SQLite statement takes microseconds,
-less than a hop to a worker thread would (see docs/adr/0002-sqlite-on-the-loop.md). Background
-transactions (the delivery worker's batches of hundreds of rows) are the exception: they run on
-the store's own thread, where SQLite works without holding the GIL, so the loop keeps sending
-while a batch is written. An asyncio lock keeps transactions from interleaving on the shared
-connection; other processes on the same file are serialised by SQLite's own lock and
-``busy_timeout``.
+less than a hop to a worker thread would (see docs/adr/0002-sqlite-on-the-loop.md). An asyncio
+lock keeps transactions of concurrent requests from interleaving on the shared connection; other
+processes on the same file are serialised by SQLite's own lock and ``busy_timeout``.
 """
 
 from __future__ import annotations
@@ -15,11 +12,10 @@ import asyncio
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -33,8 +29,6 @@ from bitbybit.store import migrations
 from bitbybit.store.sql import Row, SqlTx
 
 BUSY_TIMEOUT_MS = 5000
-
-T = TypeVar("T")
 
 
 @lru_cache(maxsize=1024)
@@ -64,50 +58,35 @@ def _translate(error: sqlite3.Error) -> StorageError:
     return StorageError(f"SQLite failed: {error}")
 
 
-def _fetchone(connection: sqlite3.Connection, sql: str, args: Sequence[Any]) -> Row | None:
-    row: Row | None = connection.execute(sql, args).fetchone()
-    return row
-
-
-def _fetchall(connection: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Row]:
-    rows: list[Row] = connection.execute(sql, args).fetchall()
-    return rows
-
-
-def _rowcount(connection: sqlite3.Connection, sql: str, args: Sequence[Any]) -> int:
-    return connection.execute(sql, args).rowcount
-
-
-def _executemany(connection: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    connection.executemany(sql, rows)
-
-
 class _Driver:
-    def __init__(self, connection: sqlite3.Connection, thread: ThreadPoolExecutor | None) -> None:
-        """``thread``: run statements there (a background transaction), else on the loop."""
+    def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
-        self.thread = thread
 
-    async def call(self, function: Callable[..., T], *args: Any) -> T:
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         try:
-            if self.thread is None:
-                return function(self.connection, *args)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.thread, function, self.connection, *args)
+            row: Row | None = self.connection.execute(_positional(sql), args).fetchone()
+        except sqlite3.Error as error:
+            raise _translate(error) from error
+        return row
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            rows: list[Row] = self.connection.execute(_positional(sql), args).fetchall()
+        except sqlite3.Error as error:
+            raise _translate(error) from error
+        return rows
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            return self.connection.execute(_positional(sql), args).rowcount
         except sqlite3.Error as error:
             raise _translate(error) from error
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self.call(_fetchone, _positional(sql), args)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self.call(_fetchall, _positional(sql), args)
-
-    async def execute(self, sql: str, *args: Any) -> int:
-        return await self.call(_rowcount, _positional(sql), args)
-
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self.call(_executemany, _positional(sql), rows)
+        try:
+            self.connection.executemany(_positional(sql), rows)
+        except sqlite3.Error as error:
+            raise _translate(error) from error
 
     def any_of_json_array(self, column: str, placeholder: str) -> str:
         return (
@@ -150,7 +129,6 @@ class SQLiteStore:
     def __init__(self, url: str) -> None:
         self.path = database_path(url)
         self._connection: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
         self.on_deliveries: list[Callable[[], None]] = []
         """Called after a commit that queued deliveries (wakes in-process workers)."""
@@ -172,16 +150,11 @@ class SQLiteStore:
         except sqlite3.Error as error:
             raise StorageUnavailable(f"cannot open SQLite database {self.path}: {error}") from error
         self._connection = connection
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="bitbybit-sqlite")
 
     async def close(self) -> None:
-        async with self._lock:  # a background transaction may still be running on the thread
-            if self._thread is not None:
-                self._thread.shutdown()
-                self._thread = None
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -190,31 +163,34 @@ class SQLiteStore:
         return self._connection
 
     @asynccontextmanager
-    async def _transaction(self, begin: str, background: bool) -> AsyncIterator[SqlTx]:
+    async def _transaction(self, begin: str) -> AsyncIterator[SqlTx]:
         async with self._lock:
-            driver = _Driver(self.connection, self._thread if background else None)
-            await driver.execute(begin)
-            tx = SQLiteTx(driver)
+            connection = self.connection
+            try:
+                connection.execute(begin)
+            except sqlite3.Error as error:
+                raise _translate(error) from error
+            tx = SQLiteTx(_Driver(connection))
             try:
                 yield tx
             except BaseException:
-                await driver.call(_rollback)
+                connection.rollback()
                 raise
             try:
-                await driver.execute("COMMIT")
-            except StorageError:
-                await driver.call(_rollback)
-                raise
+                connection.execute("COMMIT")
+            except sqlite3.Error as error:
+                connection.rollback()
+                raise _translate(error) from error
         if tx.deliveries_created:
             for wake in self.on_deliveries:
                 wake()
 
-    def write(self, *, durable: bool = True, background: bool = False) -> Any:
+    def write(self, *, durable: bool = True) -> Any:
         # WAL with synchronous=NORMAL already commits without waiting for the disk.
-        return self._transaction("BEGIN IMMEDIATE", background)
+        return self._transaction("BEGIN IMMEDIATE")
 
-    def read(self, *, background: bool = False) -> Any:
-        return self._transaction("BEGIN DEFERRED", background)
+    def read(self) -> Any:
+        return self._transaction("BEGIN DEFERRED")
 
     async def schema_version(self) -> int:
         row = self.connection.execute(
@@ -273,10 +249,6 @@ class SQLiteStore:
         ).fetchall()
         described["indexes"] = [" ".join(row["sql"].split()) for row in indexes]
         return described
-
-
-def _rollback(connection: sqlite3.Connection) -> None:
-    connection.rollback()
 
 
 def _statements(script: str) -> list[str]:
