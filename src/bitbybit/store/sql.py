@@ -214,6 +214,11 @@ def job_from_row(row: Row) -> Job:
     )
 
 
+def succeeded_endpoints(results: Sequence[AttemptResult]) -> list[str]:
+    """Endpoints with a success among ``results``, in a stable order (lock order)."""
+    return sorted({r.endpoint_id for r in results if r.status == "succeeded"})
+
+
 def _in(first: int, count: int) -> str:
     """``$first, …`` placeholders for an IN list."""
     return ", ".join(f"${i}" for i in range(first, first + count))
@@ -1072,13 +1077,6 @@ class SqlTx:
         if not results:
             return []
         await self._write_results(owner, results, now)
-        succeeded = {r.endpoint_id for r in results if r.status == "succeeded"}
-        for endpoint_id in sorted(succeeded):
-            await self.db.execute(
-                "UPDATE webhook_endpoints SET exhausted_in_row = 0"
-                " WHERE id = $1 AND exhausted_in_row <> 0",
-                endpoint_id,
-            )
         suspended: list[str] = []
         for result in results:
             reason = None
@@ -1117,7 +1115,8 @@ class SqlTx:
     )
 
     async def _write_results(self, owner: str, results: Sequence[AttemptResult], now: int) -> None:
-        """Attempt rows, the deliveries' new state and their queue rows.
+        """Attempt rows, the deliveries' new state and their queue rows; a success also ends
+        its endpoint's run of exhausted events.
 
         An outcome counts only while this worker still holds the lease: if the lease ran out and
         another worker claimed the delivery, that worker's attempt decides (this one is still
@@ -1166,6 +1165,11 @@ class SqlTx:
         await self.db.executemany(
             "DELETE FROM delivery_queue WHERE delivery_id = $1 AND lease_owner = $2",
             [(r.delivery_id, owner) for r in results if r.status != "pending"],
+        )
+        await self.db.executemany(
+            "UPDATE webhook_endpoints SET exhausted_in_row = 0"
+            " WHERE id = $1 AND exhausted_in_row <> 0",
+            [(endpoint_id,) for endpoint_id in succeeded_endpoints(results)],
         )
 
     async def queue_stats(self, now: int) -> QueueStats:
