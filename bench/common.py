@@ -147,6 +147,7 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
 
     Benchmark set-up only: it writes rows the way the outbox would, without going through the
     services once per row (a million API calls would take longer than the drain measured).
+    Their ids are ``dlv_00…`` and sort in creation order, as real (time-ordered) ids do.
     """
     platform = platform_for(database_url)
     await platform.open(migrate=False)
@@ -170,13 +171,14 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
                 "WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i <= ?)"
                 " INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
                 " attempts, next_attempt_at, created_at, updated_at)"
-                " SELECT 'dlv_backlog' || i, ?, ?, ?, 'live', 'pending', 0, ?, ?, ? FROM n",
+                " SELECT 'dlv_0' || printf('%019d', i), ?, ?, ?, 'live', 'pending', 0, ?, ?, ?"
+                " FROM n",
                 (size, event_id, endpoint_id, company, now, now, now),
             )
             db.execute(
                 "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
                 " SELECT id, endpoint_id, next_attempt_at FROM deliveries"
-                " WHERE id LIKE 'dlv_backlog%'"
+                " WHERE id LIKE 'dlv_00%'"
             )
         db.close()
         return
@@ -185,7 +187,8 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
         await connection.execute(
             "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
             " attempts, next_attempt_at, created_at, updated_at)"
-            " SELECT 'dlv_backlog' || i, $1, $2, $3, 'live', 'pending', 0, $4, $4, $4"
+            " SELECT 'dlv_0' || lpad(i::text, 19, '0'), $1, $2, $3, 'live', 'pending', 0,"
+            " $4, $4, $4"
             " FROM generate_series(2, $5) AS i",
             event_id,
             endpoint_id,
@@ -196,7 +199,7 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
         await connection.execute(
             "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
             " SELECT id, endpoint_id, next_attempt_at FROM deliveries"
-            " WHERE id LIKE 'dlv_backlog%'"
+            " WHERE id LIKE 'dlv_00%'"
         )
     finally:
         await connection.close()

@@ -905,18 +905,24 @@ class SqlTx:
         ]
         if not rows:
             return []
+        await self._insert_deliveries(rows, now)
+        self.deliveries_created = True
+        return [row[0] for row in rows]
+
+    _DELIVERY_INSERT = (
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
+        " attempts, next_attempt_at, created_at, updated_at)"
+    )
+
+    async def _insert_deliveries(self, rows: Sequence[tuple[Any, ...]], now: int) -> None:
+        """The delivery rows, and a queue row for each pending one."""
         await self.db.executemany(
-            "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
-            " attempts, next_attempt_at, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7)",
-            rows,
+            self._DELIVERY_INSERT + " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7)", rows
         )
         await self.db.executemany(
             "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at) VALUES ($1, $2, $3)",
             [(row[0], row[2], now) for row in rows if row[5] == "pending"],
         )
-        self.deliveries_created = True
-        return [row[0] for row in rows]
 
     _DELIVERY_COLUMNS = (
         "d.id, d.event_id, ev.type, d.endpoint_id, d.status, d.attempts, d.next_attempt_at,"
