@@ -101,6 +101,7 @@ class Worker:
         self.due_checked_at = 0
         self.new_work = True
         """Something may have become due that ``due`` does not know of: ask the database."""
+        self.woken_while_claiming = False
         self.flushed = asyncio.Event()
         self.next_retry_at: int | None = None
         self.rng = random.Random()  # noqa: S311  # retry jitter, not cryptography
@@ -144,13 +145,17 @@ class Worker:
             return _nothing
         return closer
 
-    def _on_new_work(self) -> None:
-        self.new_work = True
+    def _on_new_work(self, endpoint_ids: frozenset[str] | None = None) -> None:
+        if endpoint_ids is None:
+            self.new_work = True
+        else:  # claim for them straight away; they are asked about only if they yield nothing
+            self.due.extend(e for e in sorted(endpoint_ids) if e not in self.due)
+        self.woken_while_claiming = True
         self.wake.set()
 
     async def _sleep(self, stop: asyncio.Event) -> None:
-        if self.new_work and self._free() > 0:
-            return  # a wake-up came while claiming
+        if self.woken_while_claiming and self._free() > 0:
+            return  # new work arrived while claiming: claim again before sleeping
         timeout = POLL_SECONDS
         if self.next_retry_at is not None:
             timeout = max(0.0, min(timeout, (self.next_retry_at - _now_ms()) / 1000))
@@ -180,6 +185,7 @@ class Worker:
         return self.new_work or retry_due or now - self.due_checked_at >= POLL_SECONDS * 1000
 
     async def _claim_once(self) -> int:
+        self.woken_while_claiming = False
         free = self._free()
         if free <= 0:
             return 0

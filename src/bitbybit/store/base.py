@@ -133,8 +133,9 @@ class Tx(Protocol):
 
 class Store(Protocol):
     dialect: str
-    on_deliveries: list[Callable[[], None]]
-    """Called after a commit that queued deliveries (wakes in-process workers)."""
+    on_deliveries: list[Callable[[frozenset[str] | None], None]]
+    """Called after a commit that made deliveries pending (wakes in-process workers), with the
+    endpoints they are for (``None`` when that is not known)."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -7,6 +7,7 @@ and everything else relies on row locks and unique constraints.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -75,7 +76,16 @@ class _Driver:
 WAKE_CHANNEL = "bitbybit_deliveries"
 BEGIN = "BEGIN"
 BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit TO OFF"
-COMMIT_AND_NOTIFY = f"NOTIFY {WAKE_CHANNEL}; COMMIT"
+_PLAIN_IDS = re.compile(r"[A-Za-z0-9_ ]{1,4000}")
+
+
+def _commit_and_notify(endpoint_ids: frozenset[str] | None) -> str:
+    """COMMIT with a NOTIFY naming the endpoints that have new work (when they are known and
+    the ids are plain enough to go into the literal), in one round trip."""
+    names = " ".join(sorted(endpoint_ids or ()))
+    if not _PLAIN_IDS.fullmatch(names):
+        return f"NOTIFY {WAKE_CHANNEL}; COMMIT"
+    return f"NOTIFY {WAKE_CHANNEL}, '{names}'; COMMIT"
 
 
 async def _keep_session(connection: Any) -> None:
@@ -195,7 +205,7 @@ class PostgresStore:
         self.schema = schema
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self.on_deliveries: list[Callable[[], None]] = []
+        self.on_deliveries: list[Callable[[frozenset[str] | None], None]] = []
         """Called after a commit that queued deliveries (wakes in-process workers)."""
 
     async def open(self) -> None:
@@ -251,7 +261,9 @@ class PostgresStore:
                 raise
             try:
                 # LISTENers hear the NOTIFY when (and only if) this commits.
-                await connection.execute(COMMIT_AND_NOTIFY if tx.deliveries_created else "COMMIT")
+                await connection.execute(
+                    _commit_and_notify(tx.woken) if tx.deliveries_created else "COMMIT"
+                )
             except _DRIVER_ERRORS as error:
                 with contextlib.suppress(*_DRIVER_ERRORS):
                     await connection.execute("ROLLBACK")
@@ -260,14 +272,22 @@ class PostgresStore:
             await self.pool.release(connection)
         if tx.deliveries_created:
             for wake in self.on_deliveries:
-                wake()
+                wake(tx.woken)
 
-    async def listen(self, wake: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        """Call ``wake`` whenever any process commits new deliveries (LISTEN/NOTIFY)."""
+    async def listen(
+        self, wake: Callable[[frozenset[str] | None], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """Call ``wake`` whenever any process commits new deliveries (LISTEN/NOTIFY), with the
+        endpoints they are for when the notification names them."""
         settings = {"search_path": self.schema} if self.schema else {}
         try:
             connection = await asyncpg.connect(self.url, server_settings=settings)
-            await connection.add_listener(WAKE_CHANNEL, lambda *_: wake())
+            await connection.add_listener(
+                WAKE_CHANNEL,
+                lambda _connection, _pid, _channel, payload: wake(
+                    frozenset(payload.split()) if payload else None
+                ),
+            )
         except _DRIVER_ERRORS as error:
             raise _translate(error) from error
 

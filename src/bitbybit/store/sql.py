@@ -885,7 +885,16 @@ class SqlTx:
     # own row changes once per attempt, and none of its indexed columns ever do.
 
     deliveries_created = False
-    """Set when this transaction queued deliveries, so the store can wake workers on commit."""
+    """Set when this transaction made deliveries pending, so the store wakes workers on commit."""
+    woken: frozenset[str] | None = frozenset()
+    """The endpoints those deliveries are for (``None``: not known), so a woken worker can claim
+    for them at once instead of first asking which endpoints have work."""
+
+    def _made_pending(self, endpoint_ids: frozenset[str] | None) -> None:
+        self.deliveries_created = True
+        self.woken = (
+            None if endpoint_ids is None or self.woken is None else self.woken | endpoint_ids
+        )
 
     async def queue_deliveries(
         self, tenant: Tenant, event: Event, endpoints: list[Endpoint], now: int
@@ -906,7 +915,9 @@ class SqlTx:
         if not rows:
             return []
         await self._insert_deliveries(rows, now)
-        self.deliveries_created = True
+        pending = frozenset(row[2] for row in rows if row[5] == "pending")
+        if pending:
+            self._made_pending(pending)
         return [row[0] for row in rows]
 
     _DELIVERY_INSERT = (
@@ -1007,7 +1018,8 @@ class SqlTx:
             now,
             *delivery_ids,
         )
-        self.deliveries_created = self.deliveries_created or touched > 0
+        if touched:
+            self._made_pending(None)
         return touched
 
     async def recoverable(self, endpoint_id: str, since: int | None) -> list[str]:

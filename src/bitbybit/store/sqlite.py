@@ -130,7 +130,7 @@ class SQLiteStore:
         self.path = database_path(url)
         self._connection: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        self.on_deliveries: list[Callable[[], None]] = []
+        self.on_deliveries: list[Callable[[frozenset[str] | None], None]] = []
         """Called after a commit that queued deliveries (wakes in-process workers)."""
 
     async def open(self) -> None:
@@ -183,7 +183,7 @@ class SQLiteStore:
                 raise _translate(error) from error
         if tx.deliveries_created:
             for wake in self.on_deliveries:
-                wake()
+                wake(tx.woken)
 
     def write(self, *, durable: bool = True) -> Any:
         # WAL with synchronous=NORMAL already commits without waiting for the disk.

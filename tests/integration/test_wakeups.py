@@ -1,0 +1,63 @@
+"""Wake-ups: a commit that makes deliveries pending tells in-process workers (and, on PostgreSQL,
+every LISTENing process) which endpoints have new work, so they claim without asking first."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bitbybit.models import Tenant
+from bitbybit.schemas import CustomerCreate, EndpointCreate
+from bitbybit.services import Platform, customers, webhooks
+from bitbybit.store.postgres import PostgresStore
+from tests.conftest import Account
+
+
+async def test_a_commit_names_the_endpoints_with_new_work(
+    platform: Platform, account: Account
+) -> None:
+    tenant = Tenant(account.company.id, "live")
+    first, _ = await webhooks.create_endpoint(
+        platform, tenant, EndpointCreate(url="https://a.example.com/hook")
+    )
+    second, _ = await webhooks.create_endpoint(
+        platform, tenant, EndpointCreate(url="https://b.example.com/hook")
+    )
+    heard: list[frozenset[str] | None] = []
+    platform.store.on_deliveries.append(heard.append)
+    unlisten = None
+    notified: asyncio.Queue[frozenset[str] | None] = asyncio.Queue()
+    if isinstance(platform.store, PostgresStore):
+        unlisten = await platform.store.listen(notified.put_nowait)
+    try:
+        data = CustomerCreate(email="wake@example.com", firstName="Wake")
+        await platform.run(lambda tx: customers.insert(platform, tx, tenant, data))
+        assert heard == [frozenset({first.id, second.id})]
+        if unlisten is not None:
+            assert await asyncio.wait_for(notified.get(), 5) == frozenset({first.id, second.id})
+
+        # A manual retry re-queues by delivery id: the endpoint is not named, workers ask.
+        async with platform.store.read() as tx:
+            page = await tx.list_deliveries(tenant, endpoint_id=first.id)
+        async with platform.store.write() as tx:
+            await tx.requeue([page.items[0].id], 0)
+        assert heard[-1] is None
+        if unlisten is not None:
+            assert await asyncio.wait_for(notified.get(), 5) is None
+    finally:
+        platform.store.on_deliveries.remove(heard.append)
+        if unlisten is not None:
+            await unlisten()
+
+
+async def test_a_commit_that_makes_nothing_pending_wakes_no_one(
+    platform: Platform, account: Account
+) -> None:
+    tenant = Tenant(account.company.id, "live")
+    heard: list[frozenset[str] | None] = []
+    platform.store.on_deliveries.append(heard.append)
+    try:
+        data = CustomerCreate(email="quiet@example.com", firstName="Quiet")
+        await platform.run(lambda tx: customers.insert(platform, tx, tenant, data))
+    finally:
+        platform.store.on_deliveries.remove(heard.append)
+    assert heard == []
