@@ -25,7 +25,7 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -62,7 +62,7 @@ async def check_access(request: Request) -> None:
     for sub in getattr(dependant, "dependencies", ()):
         scope = getattr(sub.call, "scope", None)
         if isinstance(scope, str):
-            platform = get_platform(request)
+            platform = await get_platform(request)
             await scoped(scope)(request, platform, request.headers.get("x-api-key"))
             return
 
