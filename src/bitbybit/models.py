@@ -34,6 +34,10 @@ class ApiKey:
     expires_at: int | None
     revoked_at: int | None
 
+    def usable_at(self, now: int) -> bool:
+        """Neither revoked nor past its expiry (a rotated key's grace period ends)."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
 
 @dataclass(frozen=True, slots=True)
 class Tenant:

@@ -320,6 +320,24 @@ async def test_requests_are_counted_per_key_and_window(store: Store) -> None:
     assert await count("k2", w1) == 2  # … but not k2's
 
 
+async def test_a_request_is_counted_against_the_key_found_by_hash(companies: Store) -> None:
+    key, other = make_key(), make_key(revoked_at=T0 + 5)
+    async with companies.write() as tx:
+        await tx.insert_api_key(key, "hash-counted")
+        await tx.insert_api_key(other, "hash-revoked")
+
+    w1, w2 = T0, T0 + 60_000
+    assert await companies.count_key_request("hash-counted", w1) == (key, 1)
+    assert await companies.count_key_request("hash-counted", w1) == (key, 2)
+    # a revoked key is still found and counted: the caller decides what it may do
+    assert await companies.count_key_request("hash-revoked", w1) == (other, 1)
+    assert await companies.count_key_request("hash-unknown", w1) is None
+    assert await companies.count_key_request("hash-counted", w2) == (key, 1)
+    async with companies.write() as tx:  # the key's earlier window was forgotten, not the other's
+        assert await tx.count_request(key.id, w1) == 1
+        assert await tx.count_request(other.id, w1) == 2
+
+
 async def test_counters_count_per_company_mode_and_name(store: Store) -> None:
     async def next_value(tenant: Tenant, name: str) -> int:
         async with store.write() as tx:

@@ -4,6 +4,7 @@ every LISTENing process) which endpoints have new work, so they claim without as
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from bitbybit.models import Tenant
 from bitbybit.schemas import CustomerCreate, EndpointCreate
@@ -24,15 +25,20 @@ async def test_a_commit_names_the_endpoints_with_new_work(
     )
     heard: list[frozenset[str] | None] = []
     platform.store.on_deliveries.append(heard.append)
-    unlisten = None
+    listeners: list[Callable[[], Awaitable[None]]] = []
     notified: asyncio.Queue[frozenset[str] | None] = asyncio.Queue()
-    if isinstance(platform.store, PostgresStore):
-        unlisten = await platform.store.listen(notified.put_nowait)
+    ours: asyncio.Queue[frozenset[str] | None] = asyncio.Queue()
+    store = platform.store
+    if isinstance(store, PostgresStore):  # another process's store, and this one's own
+        elsewhere = PostgresStore(store.url, schema=store.schema)
+        await elsewhere.open()
+        listeners.append(await elsewhere.listen(notified.put_nowait))
+        listeners.append(await store.listen(ours.put_nowait))
     try:
         data = CustomerCreate(email="wake@example.com", firstName="Wake")
         await platform.run(lambda tx: customers.insert(platform, tx, tenant, data))
         assert heard == [frozenset({first.id, second.id})]
-        if unlisten is not None:
+        if listeners:
             assert await asyncio.wait_for(notified.get(), 5) == frozenset({first.id, second.id})
 
         # A manual retry re-queues by delivery id: the endpoint is not named, workers ask.
@@ -41,12 +47,20 @@ async def test_a_commit_names_the_endpoints_with_new_work(
         async with platform.store.write() as tx:
             await tx.requeue([page.items[0].id], 0)
         assert heard[-1] is None
-        if unlisten is not None:
+        if isinstance(store, PostgresStore):
             assert await asyncio.wait_for(notified.get(), 5) is None
+            # This process heard its own commits through on_deliveries only: its listener
+            # skipped both notifications and hears the next one, from another process.
+            async with elsewhere.write() as tx:
+                await tx.requeue([page.items[0].id], 0)
+            assert await asyncio.wait_for(ours.get(), 5) is None
+            assert ours.empty()
     finally:
         platform.store.on_deliveries.remove(heard.append)
-        if unlisten is not None:
+        for unlisten in listeners:
             await unlisten()
+        if isinstance(store, PostgresStore):
+            await elsewhere.close()
 
 
 async def test_a_commit_that_makes_nothing_pending_wakes_no_one(

@@ -181,22 +181,18 @@ class Caller:
 async def authenticate(platform: Platform, raw_key: str | None) -> Caller:
     """Find the key and count the request against its limit (raises only ``AuthError``).
 
-    Every request with a known key counts, refused ones included, so a client hammering with a
-    bad address or scope is throttled too. ``admit`` then applies the other checks.
+    Every request with a known key counts, refused ones included (revoked and expired keys too),
+    so a client hammering with a bad address or scope is throttled too. ``admit`` then applies
+    the other checks.
     """
     if not raw_key:
         raise AuthError("send your API key in the x-api-key header", code="MISSING_API_KEY")
     now = platform.now()
     window_start = now - now % WINDOW_MS
-    async with platform.store.write() as tx:
-        key = await tx.find_api_key(hash_key(raw_key))
-        if (
-            key is None
-            or key.revoked_at is not None
-            or (key.expires_at is not None and now >= key.expires_at)
-        ):
-            raise AuthError("the API key is invalid, revoked or expired")
-        count = await tx.count_request(key.id, window_start)
+    counted = await platform.store.count_key_request(hash_key(raw_key), window_start)
+    if counted is None or not counted[0].usable_at(now):
+        raise AuthError("the API key is invalid, revoked or expired")
+    key, count = counted
     limit = platform.settings.rate_limit
     rate = RateState(
         limit=limit,

@@ -152,6 +152,19 @@ class Store(Protocol):
         """A read-only view; never writes."""
         ...
 
+    async def count_key_request(
+        self, key_hash: str, window_start: int
+    ) -> tuple[ApiKey, int] | None:
+        """The key with this hash and the requests made with it in the window starting at
+        ``window_start``, this one counted; ``None`` (nothing counted) when no key has the hash.
+
+        Its own step, outside any transaction of the caller's, and not durable: it runs before
+        every API request, and a count lost in a database crash only gives a key a few more
+        requests. (PostgreSQL: one statement, so the counter's row is locked for the statement
+        alone, not across round trips to a busy client.)
+        """
+        ...
+
     async def migrate(self, target: int | None = None) -> list[str]:
         """Apply pending migrations (up to version ``target``); returns the names applied."""
         ...

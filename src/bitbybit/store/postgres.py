@@ -15,9 +15,17 @@ from typing import Any
 import asyncpg
 
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
-from bitbybit.models import AttemptResult, Job
+from bitbybit.ids import random_base62
+from bitbybit.models import ApiKey, AttemptResult, Job
 from bitbybit.store import migrations
-from bitbybit.store.sql import Row, SqlTx, job_from_row, succeeded_endpoints
+from bitbybit.store.sql import (
+    KEY_COLUMNS,
+    Row,
+    SqlTx,
+    api_key_from_row,
+    job_from_row,
+    succeeded_endpoints,
+)
 
 MIGRATION_LOCK = 0x62697462  # "bitb": one advisory lock id for schema changes
 
@@ -76,16 +84,32 @@ class _Driver:
 WAKE_CHANNEL = "bitbybit_deliveries"
 BEGIN = "BEGIN"
 BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit TO OFF"
-_PLAIN_IDS = re.compile(r"[A-Za-z0-9_ ]{1,4000}")
+# One statement, committed on its own (not durable: set_config(..., true) holds for its implicit
+# transaction only). Data-modifying CTEs always run; the DELETE forgets the key's past windows.
+_COUNT_KEY_REQUEST = f"""
+WITH not_durable AS (SELECT set_config('synchronous_commit', 'off', true) AS value),
+key AS (SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1),
+counted AS (
+    INSERT INTO rate_limits (key_id, window_start, count)
+    SELECT key.id, $2, 1 FROM key, not_durable WHERE not_durable.value = 'off'
+    ON CONFLICT (key_id, window_start) DO UPDATE SET count = rate_limits.count + 1
+    RETURNING count
+),
+forgotten AS (
+    DELETE FROM rate_limits WHERE key_id IN (SELECT id FROM key) AND window_start < $2
+)
+SELECT key.*, (SELECT count FROM counted) AS request_count FROM key
+"""
+_PLAIN_IDS = re.compile(r"[A-Za-z0-9_ ]{0,4000}")
 
 
-def _commit_and_notify(endpoint_ids: frozenset[str] | None) -> str:
-    """COMMIT with a NOTIFY naming the endpoints that have new work (when they are known and
-    the ids are plain enough to go into the literal), in one round trip."""
+def _commit_and_notify(origin: str, endpoint_ids: frozenset[str] | None) -> str:
+    """COMMIT with a NOTIFY from ``origin`` naming the endpoints that have new work (when they
+    are known and the ids are plain enough to go into the literal), in one round trip."""
     names = " ".join(sorted(endpoint_ids or ()))
     if not _PLAIN_IDS.fullmatch(names):
-        return f"NOTIFY {WAKE_CHANNEL}; COMMIT"
-    return f"NOTIFY {WAKE_CHANNEL}, '{names}'; COMMIT"
+        names = ""
+    return f"NOTIFY {WAKE_CHANNEL}, '{origin} {names}'; COMMIT"
 
 
 async def _keep_session(connection: Any) -> None:
@@ -207,6 +231,9 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self.on_deliveries: list[Callable[[frozenset[str] | None], None]] = []
         """Called after a commit that queued deliveries (wakes in-process workers)."""
+        self.origin = "@" + random_base62(12)
+        """Heads this store's notifications: its own listeners skip them, as its
+        ``on_deliveries`` callbacks have already told this process."""
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -262,7 +289,7 @@ class PostgresStore:
             try:
                 # LISTENers hear the NOTIFY when (and only if) this commits.
                 await connection.execute(
-                    _commit_and_notify(tx.woken) if tx.deliveries_created else "COMMIT"
+                    _commit_and_notify(self.origin, tx.woken) if tx.deliveries_created else "COMMIT"
                 )
             except _DRIVER_ERRORS as error:
                 with contextlib.suppress(*_DRIVER_ERRORS):
@@ -277,17 +304,19 @@ class PostgresStore:
     async def listen(
         self, wake: Callable[[frozenset[str] | None], None]
     ) -> Callable[[], Awaitable[None]]:
-        """Call ``wake`` whenever any process commits new deliveries (LISTEN/NOTIFY), with the
-        endpoints they are for when the notification names them."""
+        """Call ``wake`` whenever another process commits new deliveries (LISTEN/NOTIFY), with
+        the endpoints they are for when the notification names them. (This process's own
+        commits reach ``on_deliveries`` at once; hearing them again would cost a claim.)"""
+
+        def heard(_connection: object, _pid: int, _channel: str, payload: object) -> None:
+            origin, _, names = str(payload).partition(" ")
+            if origin != self.origin:
+                wake(frozenset(names.split()) or None)
+
         settings = {"search_path": self.schema} if self.schema else {}
         try:
             connection = await asyncpg.connect(self.url, server_settings=settings)
-            await connection.add_listener(
-                WAKE_CHANNEL,
-                lambda _connection, _pid, _channel, payload: wake(
-                    frozenset(payload.split()) if payload else None
-                ),
-            )
+            await connection.add_listener(WAKE_CHANNEL, heard)
         except _DRIVER_ERRORS as error:
             raise _translate(error) from error
 
@@ -302,6 +331,19 @@ class PostgresStore:
 
     def read(self) -> Any:
         return self._transaction(readonly=True)
+
+    async def count_key_request(
+        self, key_hash: str, window_start: int
+    ) -> tuple[ApiKey, int] | None:
+        try:
+            connection = await self.pool.acquire()
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+        try:
+            row = await _Driver(connection).fetchrow(_COUNT_KEY_REQUEST, key_hash, window_start)
+        finally:
+            await self.pool.release(connection)
+        return None if row is None else (api_key_from_row(row), row["request_count"])
 
     async def schema_version(self) -> int:
         async with self.pool.acquire() as connection:

@@ -77,7 +77,12 @@ def like_pattern(text: str) -> str:
 # -- row mappers -------------------------------------------------------------------------------
 
 
-def _api_key(row: Row) -> ApiKey:
+KEY_COLUMNS = (
+    "id, company_id, mode, prefix, scopes, ip_allowlist, name, created_at, expires_at, revoked_at"
+)
+
+
+def api_key_from_row(row: Row) -> ApiKey:
     mode: Mode = row["mode"]
     return ApiKey(
         id=row["id"],
@@ -295,30 +300,22 @@ class SqlTx:
             key.revoked_at,
         )
 
-    _KEY_COLUMNS = (
-        "id, company_id, mode, prefix, scopes, ip_allowlist, name, created_at, expires_at,"
-        " revoked_at"
-    )
-
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         row = await self.db.fetchrow(
-            f"SELECT {self._KEY_COLUMNS} FROM api_keys WHERE key_hash = $1", key_hash
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1", key_hash
         )
-        return None if row is None else _api_key(row)
+        return None if row is None else api_key_from_row(row)
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
-        row = await self.db.fetchrow(
-            f"SELECT {self._KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id
-        )
-        return None if row is None else _api_key(row)
+        row = await self.db.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+        return None if row is None else api_key_from_row(row)
 
     async def list_api_keys(self, company_id: str) -> list[ApiKey]:
         rows = await self.db.fetch(
-            f"SELECT {self._KEY_COLUMNS} FROM api_keys WHERE company_id = $1"
-            " ORDER BY created_at, id",
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE company_id = $1 ORDER BY created_at, id",
             company_id,
         )
-        return [_api_key(row) for row in rows]
+        return [api_key_from_row(row) for row in rows]
 
     async def expire_api_key(self, key_id: str, expires_at: int) -> None:
         await self.db.execute(

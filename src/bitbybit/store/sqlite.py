@@ -25,6 +25,7 @@ from bitbybit.errors import (
     StorageError,
     StorageUnavailable,
 )
+from bitbybit.models import ApiKey
 from bitbybit.store import migrations
 from bitbybit.store.sql import Row, SqlTx
 
@@ -191,6 +192,13 @@ class SQLiteStore:
 
     def read(self) -> Any:
         return self._transaction("BEGIN DEFERRED")
+
+    async def count_key_request(
+        self, key_hash: str, window_start: int
+    ) -> tuple[ApiKey, int] | None:
+        async with self.write() as tx:
+            key = await tx.find_api_key(key_hash)
+            return None if key is None else (key, await tx.count_request(key.id, window_start))
 
     async def schema_version(self) -> int:
         row = self.connection.execute(
