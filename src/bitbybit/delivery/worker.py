@@ -213,8 +213,7 @@ class Worker:
             if not slots:
                 return 0
             lease_until = now + self.lease_ms
-            async with self.store.write(durable=False) as tx:
-                jobs = await tx.claim_due(self.name, now, lease_until, slots)
+            jobs = await self.store.claim_due(self.name, now, lease_until, slots)
         except BitbybitError as error:
             log.warning("claim_failed", worker=self.name, error=str(error))
             self.new_work = True

@@ -118,9 +118,6 @@ class Tx(Protocol):
 
     # the delivery worker
     async def due_endpoints(self, now: int) -> list[str]: ...
-    async def claim_due(
-        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
-    ) -> list[Job]: ...
     async def release(self, owner: str, delivery_ids: Sequence[str], now: int) -> None: ...
     async def record_attempts(
         self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
@@ -150,6 +147,15 @@ class Store(Protocol):
 
     def read(self) -> AbstractAsyncContextManager[Tx]:
         """A read-only view; never writes."""
+        ...
+
+    async def claim_due(
+        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
+    ) -> list[Job]:
+        """Lease up to ``slots[endpoint]`` due deliveries of each endpoint to ``owner`` until
+        ``lease_until`` and return them, oldest due first; deliveries other workers hold are
+        skipped, not waited for. Its own step, not durable (a lease lost in a database crash
+        only means the delivery is claimed again)."""
         ...
 
     async def count_key_request(

@@ -84,14 +84,11 @@ class _Driver:
 WAKE_CHANNEL = "bitbybit_deliveries"
 BEGIN = "BEGIN"
 BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit TO OFF"
-# One statement, committed on its own (not durable: set_config(..., true) holds for its implicit
-# transaction only). Data-modifying CTEs always run; the DELETE forgets the key's past windows.
+# Data-modifying CTEs always run; the DELETE forgets the key's past windows.
 _COUNT_KEY_REQUEST = f"""
-WITH not_durable AS (SELECT set_config('synchronous_commit', 'off', true) AS value),
-key AS (SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1),
+WITH key AS (SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1),
 counted AS (
-    INSERT INTO rate_limits (key_id, window_start, count)
-    SELECT key.id, $2, 1 FROM key, not_durable WHERE not_durable.value = 'off'
+    INSERT INTO rate_limits (key_id, window_start, count) SELECT key.id, $2, 1 FROM key
     ON CONFLICT (key_id, window_start) DO UPDATE SET count = rate_limits.count + 1
     RETURNING count
 ),
@@ -229,6 +226,10 @@ class PostgresStore:
         self.schema = schema
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._steps: asyncpg.Pool | None = None
+        """Connections whose commits do not wait for the disk, for single statements that are
+        their own transaction (no BEGIN, no COMMIT: one round trip) and may be lost in a
+        database crash without harm: counting a request, leasing deliveries."""
         self.on_deliveries: list[Callable[[frozenset[str] | None], None]] = []
         """Called after a commit that queued deliveries (wakes in-process workers)."""
         self.origin = "@" + random_base62(12)
@@ -240,21 +241,27 @@ class PostgresStore:
             return
         settings = {"search_path": self.schema} if self.schema else {}
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=1,
-                max_size=self.pool_size,
-                server_settings=settings,
-                statement_cache_size=512,
-                reset=_keep_session,
-            )
+            self._pool = await self._create_pool(self.pool_size, settings)
+            self._steps = await self._create_pool(2, {**settings, "synchronous_commit": "off"})
         except _DRIVER_ERRORS as error:
+            await self.close()
             raise _translate(error) from error
 
+    async def _create_pool(self, size: int, settings: dict[str, str]) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.url,
+            min_size=1,
+            max_size=size,
+            server_settings=settings,
+            statement_cache_size=512,
+            reset=_keep_session,
+        )
+
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        pools, self._pool, self._steps = (self._pool, self._steps), None, None
+        for pool in pools:
+            if pool is not None:
+                await pool.close()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -332,18 +339,32 @@ class PostgresStore:
     def read(self) -> Any:
         return self._transaction(readonly=True)
 
-    async def count_key_request(
-        self, key_hash: str, window_start: int
-    ) -> tuple[ApiKey, int] | None:
+    @asynccontextmanager
+    async def _step(self) -> AsyncIterator[PostgresTx]:
+        """A ``Tx`` whose statements each commit on their own, without waiting for the disk."""
+        if self._steps is None:
+            raise StorageError("the store is not open")
         try:
-            connection = await self.pool.acquire()
+            connection = await self._steps.acquire()
         except _DRIVER_ERRORS as error:
             raise _translate(error) from error
         try:
-            row = await _Driver(connection).fetchrow(_COUNT_KEY_REQUEST, key_hash, window_start)
+            yield PostgresTx(_Driver(connection))
         finally:
-            await self.pool.release(connection)
+            await self._steps.release(connection)
+
+    async def count_key_request(
+        self, key_hash: str, window_start: int
+    ) -> tuple[ApiKey, int] | None:
+        async with self._step() as step:
+            row = await step.db.fetchrow(_COUNT_KEY_REQUEST, key_hash, window_start)
         return None if row is None else (api_key_from_row(row), row["request_count"])
+
+    async def claim_due(
+        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
+    ) -> list[Job]:
+        async with self._step() as step:  # PostgresTx.claim_due is one statement
+            return await step.claim_due(owner, now, lease_until, slots)
 
     async def schema_version(self) -> int:
         async with self.pool.acquire() as connection:

@@ -25,7 +25,7 @@ from bitbybit.errors import (
     StorageError,
     StorageUnavailable,
 )
-from bitbybit.models import ApiKey
+from bitbybit.models import ApiKey, Job
 from bitbybit.store import migrations
 from bitbybit.store.sql import Row, SqlTx
 
@@ -192,6 +192,13 @@ class SQLiteStore:
 
     def read(self) -> Any:
         return self._transaction("BEGIN DEFERRED")
+
+    async def claim_due(
+        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
+    ) -> list[Job]:
+        async with self.write() as tx:
+            jobs: list[Job] = await tx.claim_due(owner, now, lease_until, slots)
+        return jobs
 
     async def count_key_request(
         self, key_hash: str, window_start: int
