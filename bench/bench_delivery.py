@@ -256,37 +256,44 @@ def throughput(args: argparse.Namespace) -> None:
 
 
 def latency(args: argparse.Namespace) -> None:
+    """One second of warm-up at the rate (the server opens its pooled connections and prepares
+    its statements), not counted; then ``--seconds`` at the rate, measured."""
     responses: list[float] = []
 
     async def run(base_url: str, key: str, receiver: str) -> list[float]:
         headers = {"x-api-key": key, "content-type": "application/json"}
-        total = args.rate * args.seconds
         async with aiohttp.ClientSession(base_url) as session:
 
-            async def one(index: int) -> None:
+            async def one(index: int, timed: bool) -> None:
                 body = f'{{"email":"l{index}@bench.example","firstName":"Bench"}}'
                 sent = time.perf_counter()
                 async with session.post(
                     "/customer/open/v1/customers", data=body, headers=headers
                 ) as response:
                     assert response.status == 201, await response.text()
-                responses.append((time.perf_counter() - sent) * 1000)
+                if timed:
+                    responses.append((time.perf_counter() - sent) * 1000)
 
-            started = time.perf_counter()
-            tasks = []
-            for index in range(total):
-                delay = started + index / args.rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(index)))
-            await asyncio.gather(*tasks)
-            deadline = time.perf_counter() + 30
-            while True:
-                async with session.get(f"{receiver}/results") as response:
-                    millis: list[float] = await response.json()
-                if len(millis) >= total or time.perf_counter() > deadline:
-                    return millis
-                await asyncio.sleep(0.2)
+            async def at_rate(first: int, count: int, timed: bool) -> list[float]:
+                started = time.perf_counter()
+                tasks = []
+                for index in range(count):
+                    delay = started + index / args.rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(first + index, timed)))
+                await asyncio.gather(*tasks)
+                deadline = time.perf_counter() + 30
+                while True:
+                    async with session.get(f"{receiver}/results") as response:
+                        millis: list[float] = await response.json()
+                    if len(millis) >= count or time.perf_counter() > deadline:
+                        async with session.delete(f"{receiver}/results"):
+                            return millis
+                    await asyncio.sleep(0.2)
+
+            await at_rate(0, args.rate, timed=False)
+            return await at_rate(args.rate, args.rate * args.seconds, timed=True)
 
     receiver_process = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("latency_receiver.py"))],
