@@ -122,14 +122,19 @@ class PostgresTx(SqlTx):
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
     ) -> list[Job]:
         # One statement: pick (skipping rows other workers hold), lease, and return the content.
+        # The planner cannot estimate ``LIMIT u.n`` and assumes a tenth of the queue: with the
+        # statistics of a large queue it joined by hashing whole tables (870 ms a claim with
+        # 1,000,000 pending). A constant cap (the slots rounded up to a power of two, so few
+        # distinct statements) makes it look rows up by index (4 ms).
         if not slots:
             return []
+        cap = 1 << (sum(slots.values()) - 1).bit_length()
         rows = await self.db.fetch(
             "WITH picked AS (SELECT x.delivery_id FROM unnest($1::text[], $2::int[])"
             " AS u(endpoint_id, n) CROSS JOIN LATERAL (SELECT delivery_id FROM delivery_queue"
             " WHERE endpoint_id = u.endpoint_id AND due_at <= $3"
             " AND (lease_expires_at IS NULL OR lease_expires_at < $3)"
-            " ORDER BY due_at LIMIT u.n FOR UPDATE SKIP LOCKED) x),"
+            f" ORDER BY due_at LIMIT u.n FOR UPDATE SKIP LOCKED) x LIMIT {cap}),"
             " leased AS (UPDATE delivery_queue AS q SET lease_owner = $4, lease_expires_at = $5"
             " FROM picked WHERE q.delivery_id = picked.delivery_id"
             " RETURNING q.delivery_id, q.due_at)"
