@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from bitbybit.limits import MAX_JSON_DEPTH, json_depth
 from bitbybit.webhooks.body import UnencodableBody, encode_body
 
 MAX_MONEY = 1_000_000_000_000  # a trillion in whole units keeps every total exact
@@ -54,7 +55,13 @@ Money = Annotated[float, Field(ge=0, le=MAX_MONEY, strict=True), AfterValidator(
 
 
 def _signable(value: Any) -> Any:
-    """Free-form JSON must be storable and signable, like every other field."""
+    """Free-form JSON must be storable and signable, like every other field.
+
+    Its depth is measured first (without recursion): the API refuses deeper bodies before they
+    are parsed, and this keeps the same bound for schemas built in Python (CLI, trigger).
+    """
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"may nest at most {MAX_JSON_DEPTH} arrays and objects deep")
     try:
         encoded = encode_body(value)
     except UnencodableBody as error:

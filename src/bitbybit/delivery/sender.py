@@ -16,9 +16,9 @@ import aiohttp
 from bitbybit.config import Settings
 from bitbybit.delivery.policy import SendResult, parse_retry_after
 from bitbybit.delivery.ssrf import TargetPolicy, TargetRefused, check_url, new_connector
+from bitbybit.limits import MAX_PAYLOAD_BYTES
 from bitbybit.webhooks.signing import webhook_headers
 
-MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_RESPONSE_BYTES = 4096
 
 
@@ -67,6 +67,7 @@ class Sender:
             return result(
                 error=f"payload of {len(body)} bytes is over the {MAX_PAYLOAD_BYTES} byte limit",
                 permanent=True,
+                ours=True,
             )
         try:
             check_url(url, self.policy)

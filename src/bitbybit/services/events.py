@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from bitbybit.errors import FieldError, ValidationFailed
 from bitbybit.ids import new_id
+from bitbybit.limits import MAX_PAYLOAD_BYTES
 from bitbybit.models import Event, Tenant
 from bitbybit.services import webhooks
 from bitbybit.store import Tx
@@ -24,13 +26,45 @@ EVENT_TYPES: Final = (
 )
 
 
+def body_of(event_type: str, payload: dict[str, Any]) -> bytes:
+    """The bytes ``payload`` is signed and sent as; refused if the worker could never send them.
+
+    Every event is encoded here, in the transaction of the change that causes it, so a change
+    whose event is over ``MAX_PAYLOAD_BYTES`` fails before it commits: nothing of it is written
+    (the caller's transaction rolls back) and the caller learns why, instead of every delivery
+    failing later and the endpoint being suspended for it.
+    """
+    body = encode_body(payload)
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise too_large(event_type, len(body), payload)
+    return body
+
+
+def too_large(
+    event_type: str, size: int, payload: dict[str, Any], *, which: str = "for this change"
+) -> ValidationFailed:
+    """The refusal of an event of ``size`` bytes, naming the member of it that weighs most."""
+    message = (
+        f"the {event_type} event {which} would be {size:,} bytes; "
+        f"events are limited to {MAX_PAYLOAD_BYTES:,} bytes"
+    )
+    weights = {key: len(encode_body(value)) for key, value in payload.items()}
+    heaviest = max(weights, key=weights.__getitem__, default=None)
+    details = []
+    if heaviest is not None:
+        details.append(
+            FieldError(heaviest, f"takes {weights[heaviest]:,} bytes of the {event_type} event")
+        )
+    return ValidationFailed(message, details)
+
+
 async def record(
     tx: Tx, tenant: Tenant, event_type: str, payload: dict[str, Any], now: int
 ) -> Event:
     """Write ``event_type`` with ``payload`` (already in the seed's key order) to the outbox."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
-    event = Event(new_id("evt"), event_type, encode_body(payload), now)
+    event = Event(new_id("evt"), event_type, body_of(event_type, payload), now)
     await tx.insert_event(tenant, event)
     await webhooks.fan_out(tx, tenant, event, now)
     return event

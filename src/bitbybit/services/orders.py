@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import get_args
+
 from bitbybit.errors import NotFound, ValidationFailed
 from bitbybit.ids import new_id
+from bitbybit.limits import MAX_PAYLOAD_BYTES
 from bitbybit.models import JSON, Customer, ListQuery, Order, Page, Tenant
 from bitbybit.schemas import (
     MAX_MONEY,
@@ -15,8 +19,35 @@ from bitbybit.schemas import (
 from bitbybit.services import Platform, customers, events, payloads
 from bitbybit.services.phones import normalise
 from bitbybit.store import Tx
+from bitbybit.webhooks.body import encode_body
 
 DEFAULT_VARIANT_KEYS = frozenset({"default", "default title"})
+
+
+def _longest(field: str) -> str:
+    """The longest value ``PUT /orders/{id}`` may set ``field`` to."""
+    annotation = OrderUpdate.model_fields[field].annotation
+    return max((str(value) for arg in get_args(annotation) for value in get_args(arg)), key=len)
+
+
+def _updatable(order: Order) -> None:
+    """Refuse an order whose later ``order.updated`` events could not be sent.
+
+    Only the statuses of an order change after it is made, so its largest event is the one with
+    the longest status words; if that fits, every update of the order can be accepted.
+    """
+    longest = replace(
+        order,
+        status=_longest("status"),
+        fulfillment_status=_longest("fulfillmentStatus"),
+        financial_status=_longest("financialStatus"),
+    )
+    payload = payloads.order(longest)
+    size = len(encode_body(payload))
+    if size > MAX_PAYLOAD_BYTES:
+        raise events.too_large(
+            "order.updated", size, payload, which="of this order after a status change"
+        )
 
 
 async def _customer(
@@ -112,6 +143,7 @@ async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: OrderCreate) 
     )
     await tx.insert_order(tenant, order)
     await events.record(tx, tenant, "order.created", payloads.order(order), now)
+    _updatable(order)
     return order
 
 

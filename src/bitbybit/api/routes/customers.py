@@ -21,11 +21,11 @@ from bitbybit.api.deps import (
     many,
     one,
 )
-from bitbybit.api.routes import WRITE, errors
+from bitbybit.api.routes import WRITE, Route, errors
 from bitbybit.schemas import CustomerCreate, CustomerUpdate
 from bitbybit.services import customers, payloads
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], route_class=Route)
 SORTABLE = frozenset({"createdAt", "updatedAt", "firstName", "lastName", "email"})
 
 

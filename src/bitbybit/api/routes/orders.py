@@ -20,12 +20,12 @@ from bitbybit.api.deps import (
     many,
     one,
 )
-from bitbybit.api.routes import WRITE, errors
+from bitbybit.api.routes import WRITE, Route, errors
 from bitbybit.errors import ValidationFailed
 from bitbybit.schemas import OrderCreate, OrderUpdate
 from bitbybit.services import orders, payloads
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], route_class=Route)
 SORTABLE = frozenset({"createdAt", "updatedAt"})
 STATUSES = {"active", "archived", "cancelled", "refunded"}
 FULFILLMENT = {"unfulfilled", "fulfilled"}

@@ -21,11 +21,11 @@ from bitbybit.api.deps import (
     many,
     one,
 )
-from bitbybit.api.routes import WRITE, errors
+from bitbybit.api.routes import WRITE, Route, errors
 from bitbybit.schemas import ProductCreate, ProductUpdate
 from bitbybit.services import payloads, products
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], route_class=Route)
 SORTABLE = frozenset({"createdAt", "updatedAt", "name"})
 
 

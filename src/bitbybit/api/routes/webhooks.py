@@ -17,7 +17,7 @@ from bitbybit.api.deps import (
     one,
     split,
 )
-from bitbybit.api.routes import WRITE, errors
+from bitbybit.api.routes import WRITE, Route, errors
 from bitbybit.clock import iso, parse_iso
 from bitbybit.errors import ValidationFailed
 from bitbybit.models import ListQuery, Page
@@ -33,7 +33,7 @@ from bitbybit.schemas import (
 from bitbybit.services import payloads, webhooks
 from bitbybit.services.events import EVENT_TYPES
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=Route)
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
 
 
