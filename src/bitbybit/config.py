@@ -11,6 +11,7 @@ from bitbybit.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///./bitbybit.db"
 DEFAULT_RETRY_SCHEDULE = (30.0, 300.0, 1800.0, 7200.0)
+DEFAULT_DATABASE_TIMEOUT = 5.0
 
 
 def _flag(value: str | None) -> bool:
@@ -43,6 +44,18 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def parse_address(raw: str, name: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) → ``(host, port)``, for ``BITBYBIT_<name>``."""
+    host, colon, port_text = raw.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigurationError(
+            f"BITBYBIT_{name} must be host:port (e.g. 127.0.0.1:9464), got {raw!r}"
+        )
+    return host, int(port_text)
+
+
 def parse_retry_schedule(raw: str) -> tuple[float, ...]:
     """``"30,300,1800,7200"`` → delays in seconds; fractions allowed, empty means no retries."""
     parts = [part.strip() for part in raw.split(",") if part.strip()]
@@ -72,12 +85,21 @@ class Settings:
     channel: str = "sandbox"
     secret_key: str | None = None
     default_country: str = "ID"
+    database_timeout: float = DEFAULT_DATABASE_TIMEOUT
+    """Seconds one database operation may wait: on PostgreSQL for a pooled connection, a new
+    connection and each statement; on SQLite for another process's write lock. Past it the
+    request answers 503 instead of hanging."""
+    auth_failure_limit: int = 20
+    """Failed authentications a minute per client address (each process counts its own)."""
+    metrics_address: tuple[str, int] | None = None
+    """Where ``/metrics`` is served on its own; ``None``: on the API port (``serve`` only)."""
     clock: Clock = field(default=system_clock, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         schedule = env.get("BITBYBIT_RETRY_SCHEDULE")
+        metrics = env.get("BITBYBIT_METRICS_ADDRESS")
         settings = cls(
             database_url=env.get("BITBYBIT_DATABASE_URL") or DEFAULT_DATABASE_URL,
             rate_limit=_positive_int(env, "RATE_LIMIT", 100),
@@ -95,5 +117,8 @@ class Settings:
             allow_http_targets=_flag(env.get("BITBYBIT_ALLOW_HTTP_TARGETS")),
             channel=env.get("BITBYBIT_CHANNEL") or "sandbox",
             secret_key=env.get("BITBYBIT_SECRET_KEY") or None,
+            database_timeout=_positive_float(env, "DATABASE_TIMEOUT", DEFAULT_DATABASE_TIMEOUT),
+            auth_failure_limit=_positive_int(env, "AUTH_FAILURE_LIMIT", 20),
+            metrics_address=(parse_address(metrics, "METRICS_ADDRESS") if metrics else None),
         )
         return replace(settings, **overrides)  # type: ignore[arg-type]  # overrides are fields

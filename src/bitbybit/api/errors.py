@@ -28,6 +28,10 @@ from bitbybit.errors import (
 
 log = structlog.get_logger("bitbybit.api")
 
+RETRY_AFTER_SECONDS = 2
+"""``Retry-After`` of every 503: the database is down, restarting, locked or too slow, and a
+retry a moment later may well succeed (a failover or a restart takes seconds)."""
+
 STATUS: dict[type[DomainError], int] = {
     ValidationFailed: 400,
     AuthError: 401,
@@ -128,9 +132,20 @@ async def _http(request: Request, error: Exception) -> Response:
     return envelope(error.status_code, code, message, headers=error.headers)
 
 
+def unavailable() -> Response:
+    """503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``: what a client sees whenever the database
+    cannot answer in time (and ``/readyz`` while it cannot)."""
+    return envelope(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "the database is unavailable; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _unavailable(request: Request, error: Exception) -> Response:
     log.warning("storage_unavailable", error=str(error), path=request.url.path)
-    return envelope(503, "SERVICE_UNAVAILABLE", "the database is unavailable; retry shortly")
+    return unavailable()
 
 
 async def _internal(request: Request, error: Exception) -> Response:

@@ -14,6 +14,9 @@ from bitbybit.store import Store, Tx, open_store
 
 T = TypeVar("T")
 
+SECRET_CHECK_SAMPLE = 1000
+"""Endpoints changed last, and created first, whose secrets the start-up key check decrypts."""
+
 
 @dataclass(slots=True)
 class Platform:
@@ -55,13 +58,41 @@ class Platform:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Platform:
-        return cls(open_store(settings.database_url), settings)
+        return cls(open_store(settings.database_url, timeout=settings.database_timeout), settings)
 
     async def open(self, *, migrate: bool = True) -> None:
+        """Open the store; with ``migrate``, also ``migrate()`` (which checks the secret key).
+
+        Without ``migrate`` the caller brings the schema up to date itself, and checks the key.
+        """
         self.secrets  # noqa: B018  # refuse to start without a usable secret key
         await self.store.open()
         if migrate:
-            await self.store.migrate()
+            await self.migrate()
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations the database lacks (their names), then ``check_secret_key()``."""
+        applied = await self.store.migrate()
+        await self.check_secret_key()
+        return applied
+
+    async def check_secret_key(self) -> None:
+        """Refuse to start (``ConfigurationError``) when the secret key cannot decrypt the
+        signing secrets the database holds: started anyway, every delivery attempt to their
+        endpoints would fail, use up its retries and suspend the endpoint.
+
+        Fernet tokens do not say which key made them, so the check decrypts stored secrets: those
+        of the ``SECRET_CHECK_SAMPLE`` endpoints changed last (a wrong key, a process missing the
+        key the others now encrypt with) and of the ``SECRET_CHECK_SAMPLE`` created first (a key
+        dropped before ``bitbybit secrets rotate`` moved everything off it). Up to twice that many
+        endpoints means every secret; each takes some 15 µs. An empty database passes.
+        """
+        async with self.store.read() as tx:
+            sample = await tx.sample_sealed_secrets(SECRET_CHECK_SAMPLE)
+        tokens = [token for sealed in sample for token in sealed.tokens]
+        unreadable = sum(not self.secrets.opens(token) for token in tokens)
+        if unreadable:
+            raise self.secrets.mismatch(unreadable, len(tokens))
 
     async def close(self) -> None:
         await self.store.close()

@@ -8,16 +8,18 @@ from bitbybit.store.base import Store, Tx
 __all__ = ["Store", "Tx", "open_store"]
 
 
-def open_store(url: str, **options: object) -> Store:
-    """The store for a database URL (not yet opened)."""
+def open_store(url: str, *, timeout: float | None = None, **options: object) -> Store:
+    """The store for a database URL (not yet opened); ``timeout``: the longest, in seconds, one
+    database operation may wait (``Settings.database_timeout``) before it fails as unavailable."""
+    limit = {} if timeout is None else {"timeout": timeout}
     if url.startswith("sqlite:"):
         from bitbybit.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, **limit)
     if url.startswith(("postgresql:", "postgres:", "postgresql+asyncpg:", "postgres+asyncpg:")):
         from bitbybit.store.postgres import PostgresStore
 
-        return PostgresStore(url, **options)  # type: ignore[arg-type]  # schema, pool_size
+        return PostgresStore(url, **limit, **options)  # type: ignore[arg-type]  # schema, pool_size
     raise ConfigurationError(
         f"unsupported database URL {url!r}: use sqlite:///path or postgresql://…"
     )

@@ -3,14 +3,19 @@
 Statements run synchronously on the event loop's thread: a SQLite statement takes microseconds,
 less than a hop to a worker thread would (see docs/adr/0002-sqlite-on-the-loop.md). An asyncio
 lock keeps transactions of concurrent requests from interleaving on the shared connection; other
-processes on the same file are serialised by SQLite's own lock and ``busy_timeout``.
+processes on the same file are serialised by SQLite's write lock, which a writer waits for off
+the loop: ``BEGIN IMMEDIATE`` is tried with a ``busy_timeout`` of a few milliseconds and, while
+another process holds the lock, tried again after short sleeps, up to the store's ``timeout``
+(docs/adr/0006-sqlite-lock-waits-off-the-loop.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -18,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
+from bitbybit.config import DEFAULT_DATABASE_TIMEOUT
 from bitbybit.errors import (
     ConfigurationError,
     IntegrityViolation,
@@ -29,7 +36,16 @@ from bitbybit.models import ApiKey, Job
 from bitbybit.store import migrations
 from bitbybit.store.sql import Row, SqlTx
 
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_MS = 2
+"""SQLite's own wait for a lock, asleep on the loop's thread (so every request waits it out): only
+the brief contention of another process's short transactions. Longer waits for the write lock
+happen in ``SQLiteStore._begin_write``, between tries, with the loop free."""
+FIRST_PAUSE = 0.002
+LAST_PAUSE = 0.05
+"""Seconds between tries of ``BEGIN IMMEDIATE`` while another process holds the write lock:
+doubling from the first to the last, so a short hold costs little and a long one few tries."""
+
+log = structlog.get_logger("bitbybit.store")
 
 
 @lru_cache(maxsize=1024)
@@ -48,14 +64,54 @@ def database_path(url: str) -> str:
     return path
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file readable and writable by its owner alone (0600, whatever the
+    umask) before SQLite opens it: it holds customer data, and SQLite gives the ``-wal`` and
+    ``-shm`` files it makes beside it the database file's mode. An existing file keeps its mode
+    (the operator may have chosen it); one that others may read or write gets a warning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "database_file_not_private",
+                path=str(path),
+                mode=f"{mode:04o}",
+                hint=f"chmod 600 {path} {path}-wal {path}-shm",
+            )
+        return
+    try:
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
 _UNIQUENESS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_UNAVAILABLE = _BUSY | {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN}
+"""Result codes (primary, without the extended part) that mean the file cannot be used right now:
+locked, the disk full or failing. A retry may succeed, so they are 503, never 500."""
+
+
+def _code(error: sqlite3.Error) -> int:
+    return int(getattr(error, "sqlite_errorcode", -1)) & 0xFF
+
+
+def _busy(error: sqlite3.Error) -> bool:
+    return _code(error) in _BUSY
 
 
 def _translate(error: sqlite3.Error) -> StorageError:
     if isinstance(error, sqlite3.IntegrityError) and error.sqlite_errorname in _UNIQUENESS:
         return IntegrityViolation(str(error))
-    if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+    if _busy(error):
         return StorageUnavailable(f"the database is busy: {error}")
+    if _code(error) in _UNAVAILABLE:
+        return StorageUnavailable(f"the database cannot be used: {error}")
     return StorageError(f"SQLite failed: {error}")
 
 
@@ -98,6 +154,8 @@ class _Driver:
     def text_array(self, values: Sequence[str]) -> Any:
         return orjson.dumps(list(values)).decode()
 
+    key_share = ""  # writers are serialised: nothing can delete a row this transaction read
+
 
 class SQLiteTx(SqlTx):
     async def _lease(
@@ -127,18 +185,27 @@ class SQLiteTx(SqlTx):
 class SQLiteStore:
     dialect = "sqlite"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float = DEFAULT_DATABASE_TIMEOUT) -> None:
         self.path = database_path(url)
+        self.timeout = timeout
+        """Seconds a write waits for another process's write lock before it fails as
+        unavailable (the whole wait, including its turn behind this process's writers)."""
         self._connection: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        """Held by the one transaction running on the connection."""
+        self._writer = asyncio.Lock()
+        """Held by the one write transaction that runs or waits for SQLite's write lock: the
+        others wait their turn here, so that only one at a time tries ``BEGIN IMMEDIATE``."""
         self.on_deliveries: list[Callable[[frozenset[str] | None], None]] = []
         """Called after a commit that queued deliveries (wakes in-process workers)."""
+        self.on_endpoints_changed: list[Callable[[frozenset[str]], None]] = []
+        """Called after a commit that changed, suspended or deleted endpoints."""
 
     async def open(self) -> None:
         if self._connection is not None:
             return
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(self.path))
         try:
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, cached_statements=512
@@ -163,14 +230,67 @@ class SQLiteStore:
             raise StorageError("the store is not open")
         return self._connection
 
+    async def _begin_write(self) -> None:
+        """``BEGIN IMMEDIATE``; on return ``_writer`` and ``_lock`` are held.
+
+        While another process holds SQLite's write lock, each try fails after ``BUSY_TIMEOUT_MS``
+        and the next comes after a short sleep with ``_lock`` released, so this process's reads
+        (which WAL lets run beside a writer) and everything else on the loop go on meanwhile.
+        Past ``timeout`` (counted from the call): ``StorageUnavailable``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._writer.acquire()
+        except TimeoutError:
+            raise StorageUnavailable(
+                f"the database is busy: no turn to write within {self.timeout} s"
+            ) from None
+        try:
+            pause = FIRST_PAUSE
+            while True:
+                await self._lock.acquire()
+                try:
+                    self.connection.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.Error as error:
+                    self._lock.release()
+                    if not _busy(error):
+                        raise _translate(error) from error
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise StorageUnavailable(
+                            f"the database is busy: another process held its write lock"
+                            f" for over {self.timeout} s"
+                        ) from error
+                except BaseException:
+                    self._lock.release()
+                    raise
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, LAST_PAUSE)
+        except BaseException:
+            self._writer.release()
+            raise
+
+    async def _begin_read(self) -> None:
+        """``BEGIN DEFERRED`` (it takes no lock: WAL reads never wait for a writer); on return
+        ``_lock`` is held."""
+        await self._lock.acquire()
+        try:
+            self.connection.execute("BEGIN DEFERRED")
+        except sqlite3.Error as error:
+            self._lock.release()
+            raise _translate(error) from error
+        except BaseException:
+            self._lock.release()
+            raise
+
     @asynccontextmanager
-    async def _transaction(self, begin: str) -> AsyncIterator[SqlTx]:
-        async with self._lock:
+    async def _transaction(self, write: bool) -> AsyncIterator[SqlTx]:
+        await (self._begin_write() if write else self._begin_read())
+        try:
             connection = self.connection
-            try:
-                connection.execute(begin)
-            except sqlite3.Error as error:
-                raise _translate(error) from error
             tx = SQLiteTx(_Driver(connection))
             try:
                 yield tx
@@ -178,20 +298,36 @@ class SQLiteStore:
                 connection.rollback()
                 raise
             try:
+                # In WAL mode COMMIT needs no lock beyond the one BEGIN IMMEDIATE took, and the
+                # checkpoint that may follow it is passive: it never waits, never fails the commit.
                 connection.execute("COMMIT")
             except sqlite3.Error as error:
                 connection.rollback()
                 raise _translate(error) from error
+        finally:
+            self._lock.release()
+            if write:
+                self._writer.release()
         if tx.deliveries_created:
             for wake in self.on_deliveries:
                 wake(tx.woken)
+        if tx.endpoints_changed:
+            for tell in self.on_endpoints_changed:
+                tell(frozenset(tx.endpoints_changed))
 
     def write(self, *, durable: bool = True) -> Any:
         # WAL with synchronous=NORMAL already commits without waiting for the disk.
-        return self._transaction("BEGIN IMMEDIATE")
+        return self._transaction(write=True)
 
     def read(self) -> Any:
-        return self._transaction("BEGIN DEFERRED")
+        return self._transaction(write=False)
+
+    async def ping(self, within: float) -> None:
+        try:
+            async with asyncio.timeout(within), self._transaction(write=False) as tx:
+                await tx.db.fetchrow("SELECT count(*) FROM sqlite_master")
+        except TimeoutError:
+            raise StorageUnavailable(f"SQLite did not answer within {within} s") from None
 
     async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
@@ -203,9 +339,14 @@ class SQLiteStore:
     async def count_key_request(
         self, key_hash: str, window_start: int
     ) -> tuple[ApiKey, int] | None:
-        async with self.write() as tx:
+        # The key is looked up in a read transaction first: an unknown key (a guess, a typo, a
+        # spray of them) must not take the database's one write lock from the real work.
+        async with self.read() as tx:
             key = await tx.find_api_key(key_hash)
-            return None if key is None else (key, await tx.count_request(key.id, window_start))
+        if key is None:
+            return None
+        async with self.write() as tx:
+            return key, await tx.count_request(key.id, window_start)
 
     async def schema_version(self) -> int:
         row = self.connection.execute(
@@ -217,35 +358,31 @@ class SQLiteStore:
         return int(version[0] or 0)
 
     async def migrate(self, target: int | None = None) -> list[str]:
-        async with self._lock:
-            connection = self.connection
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                " name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-            )
-            applied = []
-            for migration in migrations.load(self.dialect):
-                if target is not None and migration.version > target:
-                    break
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    done = connection.execute(
-                        "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
-                    ).fetchone()
-                    if done is None:
-                        for statement in _statements(migration.sql):
-                            connection.execute(statement)
-                        connection.execute(
-                            "INSERT INTO schema_migrations (version, name, applied_at)"
-                            " VALUES (?, ?, CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
-                            (migration.version, migration.name),
-                        )
-                        applied.append(f"{migration.version:04d}_{migration.name}")
-                    connection.execute("COMMIT")
-                except BaseException:
-                    connection.rollback()
-                    raise
-            return applied
+        applied = []
+        for migration in migrations.load(self.dialect):
+            if target is not None and migration.version > target:
+                break
+            # Each migration is a write transaction: another process's lock is waited for
+            # (``timeout``) as any write's is, off the loop.
+            async with self.write():
+                connection = self.connection
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+                )
+                done = connection.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+                ).fetchone()
+                if done is None:
+                    for statement in _statements(migration.sql):
+                        connection.execute(statement)
+                    connection.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at)"
+                        " VALUES (?, ?, CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
+                        (migration.version, migration.name),
+                    )
+                    applied.append(f"{migration.version:04d}_{migration.name}")
+        return applied
 
     async def describe_schema(self) -> dict[str, list[str]]:
         described: dict[str, list[str]] = {}
