@@ -217,7 +217,28 @@ async def _seed_v2(db: Driver) -> None:
     )
 
 
-SEEDS: dict[int, Callable[[Driver], Awaitable[None]]] = {1: _seed_v1, 2: _seed_v2}
+async def _seed_v3(db: Driver) -> None:
+    # From version 3 a pending delivery is one with a queue row.
+    await db.execute(
+        "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at) VALUES ($1, $2, $3)",
+        "del_seed",
+        "we_seed",
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO idempotency_keys (company_id, mode, key, request_hash, status_code, body,"
+        " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "co_seed",
+        "live",
+        "idem_seed",
+        "hash_seed",
+        201,
+        b'{"data":{}}',
+        T0,
+    )
+
+
+SEEDS: dict[int, Callable[[Driver], Awaitable[None]]] = {1: _seed_v1, 2: _seed_v2, 3: _seed_v3}
 
 
 async def seed(store: Store, version: int) -> None:
@@ -279,6 +300,13 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
         assert delivery.status == "pending"
         assert due == ["we_seed"]
         assert (stats.pending, stats.due, stats.oldest_due_at) == (1, 1, T0)
+    if version >= 3:  # the stored response is still replayed, and prunable once expired
+        async with empty_store.read() as tx:
+            stored = await tx.get_stored_response(LIVE, "idem_seed")
+        assert stored is not None
+        assert (stored.status_code, stored.created_at) == (201, T0)
+        async with empty_store.write() as tx:
+            assert await tx.prune_stored_responses(T0 + 1, 10) == 1
 
 
 def test_every_version_but_the_newest_has_seed_data() -> None:

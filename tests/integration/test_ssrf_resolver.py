@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from bitbybit.delivery import ssrf
 from bitbybit.delivery.ssrf import (
     GuardedConnector,
     RefusedAddress,
@@ -270,8 +271,25 @@ async def test_allowed_private_target_gets_the_request_for_its_name(
     assert socket_guard.dialled() == [("127.0.0.1", receiver.port)]
 
 
+class LogRecorder:
+    """Stands in for ``ssrf.log``: keeps each warning's event and fields."""
+
+    def __init__(self) -> None:
+        self.warnings: list[dict[str, object]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.warnings.append({"event": event, **fields})
+
+
+@pytest.fixture
+def ssrf_log(monkeypatch: pytest.MonkeyPatch) -> LogRecorder:
+    recorder = LogRecorder()
+    monkeypatch.setattr(ssrf, "log", recorder, raising=False)
+    return recorder
+
+
 async def test_refused_private_target_is_never_dialled(
-    receiver: Receiver, socket_guard: SocketGuard
+    receiver: Receiver, socket_guard: SocketGuard, ssrf_log: LogRecorder
 ) -> None:
     stub = StubResolver(["127.0.0.1"])
     async with session_for(STRICT_HTTP, stub) as session:
@@ -281,16 +299,26 @@ async def test_refused_private_target_is_never_dialled(
     assert isinstance(error.os_error, RefusedAddress)
     refused = refusal_from(error)
     assert refused is not None
-    assert refused.reason == f"{HOST} resolves to 127.0.0.1, which is a loopback address"
+    # What the tenant reads names no address; the operator's log does.
+    assert refused.reason == f"{HOST} resolves to a non-public address"
     assert str(error.os_error) == refused.message  # what the sender records as the failure
     assert refused.message in str(error)
+    assert "127.0.0.1" not in str(error)
+    assert ssrf_log.warnings == [
+        {
+            "event": "target_refused",
+            "host": HOST,
+            "address": "127.0.0.1",
+            "verdict": "is a loopback address",
+        }
+    ]
     assert stub.calls == [HOST]
     assert socket_guard.attempts == []
     assert receiver.hosts == []
 
 
 async def test_dns_rebinding_each_new_connection_is_checked_again(
-    receiver: Receiver, socket_guard: SocketGuard
+    receiver: Receiver, socket_guard: SocketGuard, ssrf_log: LogRecorder
 ) -> None:
     """Public, then loopback, then public again: the loopback answer is refused undialled."""
     socket_guard.expected.add(PUBLIC)
@@ -307,7 +335,10 @@ async def test_dns_rebinding_each_new_connection_is_checked_again(
             await attempt(session, url)
         refused = refusal_from(second.value)
         assert refused is not None
-        assert "127.0.0.1, which is a loopback address" in refused.reason
+        assert refused.reason == f"{HOST} resolves to a non-public address"
+        assert [(w["address"], w["verdict"]) for w in ssrf_log.warnings] == [
+            ("127.0.0.1", "is a loopback address")
+        ]
         assert socket_guard.dialled() == [(PUBLIC, receiver.port)]
         # 3: no DNS cache: a third connection resolves (and is checked) afresh
         with pytest.raises(aiohttp.ClientConnectorError):
@@ -318,26 +349,27 @@ async def test_dns_rebinding_each_new_connection_is_checked_again(
 
 
 @pytest.mark.parametrize(
-    ("answer", "policy", "reason"),
+    ("answer", "policy", "verdict"),
     [
-        ([PUBLIC, "127.0.0.1"], STRICT_HTTP, "127.0.0.1, which is a loopback address"),
-        (["127.0.0.1", PUBLIC], STRICT_HTTP, "127.0.0.1, which is a loopback address"),
-        ([PUBLIC, "10.0.0.7"], STRICT_HTTP, "10.0.0.7, which is a private address"),
+        ([PUBLIC, "127.0.0.1"], STRICT_HTTP, "is a loopback address"),
+        (["127.0.0.1", PUBLIC], STRICT_HTTP, "is a loopback address"),
+        ([PUBLIC, "10.0.0.7"], STRICT_HTTP, "is a private address"),
         ([PUBLIC, "::ffff:127.0.0.1"], STRICT_HTTP, "embeds 127.0.0.1, a loopback address"),
         ([PUBLIC, "64:ff9b::a00:1"], STRICT_HTTP, "embeds 10.0.0.1, a private address"),
-        ([PUBLIC, "fd12::1"], STRICT_HTTP, "unique-local address"),
-        (["127.0.0.1", "169.254.169.254"], OPEN, "cloud metadata address"),
+        ([PUBLIC, "fd12::1"], STRICT_HTTP, "is a unique-local address"),
+        (["127.0.0.1", "169.254.169.254"], OPEN, "is a cloud metadata address"),
         (["127.0.0.1", "::ffff:169.254.169.254"], OPEN, "embeds 169.254.169.254"),
-        (["127.0.0.1", "fd00:ec2::254"], OPEN, "cloud metadata address"),
-        (["127.0.0.1", "0.0.0.0"], OPEN, "unspecified address"),  # noqa: S104  # an answer, not a bind
+        (["127.0.0.1", "fd00:ec2::254"], OPEN, "is a cloud metadata address"),
+        (["127.0.0.1", "0.0.0.0"], OPEN, "is an unspecified address"),  # noqa: S104  # an answer, not a bind
     ],
 )
 async def test_one_refused_address_refuses_the_whole_answer(
     receiver: Receiver,
     socket_guard: SocketGuard,
+    ssrf_log: LogRecorder,
     answer: list[str],
     policy: TargetPolicy,
-    reason: str,
+    verdict: str,
 ) -> None:
     stub = StubResolver(answer)
     async with session_for(policy, stub) as session:
@@ -345,7 +377,9 @@ async def test_one_refused_address_refuses_the_whole_answer(
             await attempt(session, f"http://{HOST}:{receiver.port}/hook")
     refused = refusal_from(caught.value)
     assert refused is not None
-    assert reason in refused.reason
+    assert refused.reason == f"{HOST} resolves to a non-public address"
+    assert [w["host"] for w in ssrf_log.warnings] == [HOST]
+    assert verdict in str(ssrf_log.warnings[0]["verdict"])
     assert socket_guard.attempts == []
     assert receiver.hosts == []
 
@@ -363,7 +397,7 @@ async def test_literal_addresses_are_checked_by_the_connector(
             await attempt(session, f"http://{host}:{receiver.port}/hook")
     refused = refusal_from(caught.value)
     assert refused is not None
-    assert "loopback address" in refused.reason
+    assert refused.reason.endswith(" resolves to a non-public address")
     assert stub.calls == []
     assert socket_guard.attempts == []
     assert receiver.hosts == []
@@ -438,7 +472,7 @@ async def test_the_default_inner_resolver_is_the_system_one(socket_guard: Socket
     """``localhost`` through the real resolver (no DNS: the hosts file): loopback, refused."""
     connector = new_connector(STRICT_HTTP)
     try:
-        with pytest.raises(RefusedAddress, match="loopback address"):
+        with pytest.raises(RefusedAddress, match="localhost resolves to a non-public address"):
             await connector.guard.resolve("localhost", 80, socket.AF_INET)
     finally:
         await connector.close()

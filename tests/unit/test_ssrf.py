@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from bitbybit.config import Settings
+from bitbybit.delivery import ssrf
 from bitbybit.delivery.ssrf import (
     GuardedResolver,
     ParsedTarget,
@@ -689,33 +690,84 @@ async def test_resolver_returns_the_checked_addresses() -> None:
     assert stub.calls == ["hooks.example.com"]
 
 
+class LogRecorder:
+    """Stands in for ``ssrf.log``: keeps each warning's event and fields."""
+
+    def __init__(self) -> None:
+        self.warnings: list[dict[str, object]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.warnings.append({"event": event, **fields})
+
+
+@pytest.fixture
+def ssrf_log(monkeypatch: pytest.MonkeyPatch) -> LogRecorder:
+    recorder = LogRecorder()
+    monkeypatch.setattr(ssrf, "log", recorder, raising=False)
+    return recorder
+
+
+NON_PUBLIC = "hooks.example.com resolves to a non-public address"
+
+
 @pytest.mark.parametrize(
-    ("answer", "policy", "reason"),
+    ("answer", "policy", "address", "verdict", "told"),
     [
-        (["127.0.0.1"], STRICT, "resolves to 127.0.0.1, which is a loopback address"),
-        (["93.184.215.14", "10.0.0.1"], STRICT, "resolves to 10.0.0.1, which is a private"),
-        (["10.0.0.1", "93.184.215.14"], STRICT, "10.0.0.1"),
-        (["93.184.215.14", "::ffff:127.0.0.1"], STRICT, "which embeds 127.0.0.1"),
-        (["93.184.215.14", "169.254.169.254"], OPEN, "cloud metadata address"),
-        (["fd00:ec2::254"], OPEN, "cloud metadata address"),
-        (["fe80::1%eth0"], OPEN, "zone id"),
-        (["0.0.0.0"], OPEN, "unspecified"),  # noqa: S104  # an answer, not a bind
-        (["not-an-address"], OPEN, "is not an IP address"),
+        (["127.0.0.1"], STRICT, "127.0.0.1", "is a loopback address", NON_PUBLIC),
+        (["93.184.215.14", "10.0.0.1"], STRICT, "10.0.0.1", "is a private address", NON_PUBLIC),
+        (["10.0.0.1", "93.184.215.14"], STRICT, "10.0.0.1", "is a private address", NON_PUBLIC),
+        (
+            ["93.184.215.14", "::ffff:127.0.0.1"],
+            STRICT,
+            "::ffff:7f00:1",
+            "embeds 127.0.0.1, a loopback address",
+            NON_PUBLIC,
+        ),
+        (
+            ["93.184.215.14", "169.254.169.254"],
+            OPEN,
+            "169.254.169.254",
+            "is a cloud metadata address",
+            NON_PUBLIC,
+        ),
+        (["fd00:ec2::254"], OPEN, "fd00:ec2::254", "is a cloud metadata address", NON_PUBLIC),
+        (["fe80::1%eth0"], OPEN, "fe80::1%eth0", "zone id", NON_PUBLIC),
+        (["0.0.0.0"], OPEN, "0.0.0.0", "is an unspecified address", NON_PUBLIC),  # noqa: S104  # an answer, not a bind
+        (
+            ["not-an-address"],
+            OPEN,
+            "not-an-address",
+            "is not an IP address",
+            "hooks.example.com resolves to something that is not an IP address",
+        ),
     ],
 )
 async def test_resolver_refuses_the_whole_answer(
-    answer: list[str], policy: TargetPolicy, reason: str
+    ssrf_log: LogRecorder,
+    answer: list[str],
+    policy: TargetPolicy,
+    address: str,
+    verdict: str,
+    told: str,
 ) -> None:
+    """The tenant reads that the name resolves to a non-public address, never which address;
+    the operator's log names the address and why it was refused."""
     stub = StubResolver({"hooks.example.com": answer})
     with pytest.raises(RefusedAddress) as caught:
         await GuardedResolver(policy, stub).resolve("hooks.example.com", 443)
     error = caught.value
     assert isinstance(error, OSError)
-    assert reason in error.refused.reason
-    assert error.refused.reason.startswith("hooks.example.com ")
+    assert error.refused.reason == told
+    for answered in answer:
+        assert answered not in error.refused.message
     assert str(error) == error.refused.message
     assert error.strerror == error.refused.message
     assert refusal_from(error) is error.refused
+    [logged] = ssrf_log.warnings
+    assert logged["event"] == "target_refused"
+    assert logged["host"] == "hooks.example.com"
+    assert logged["address"] == address
+    assert verdict in str(logged["verdict"])
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from fastapi.security import APIKeyHeader
 from bitbybit.errors import ValidationFailed
 from bitbybit.models import ListQuery, Page
 from bitbybit.services import Platform
-from bitbybit.services.access import Caller, admit, authenticate
+from bitbybit.services.access import Caller, FailedAuthLimiter, admit, authenticate
 from bitbybit.services.idempotency import request_hash, run_once
 from bitbybit.store import Tx
 
@@ -42,9 +42,11 @@ def scoped(scope: str) -> Callable[..., Awaitable[Caller]]:
         key: Annotated[str | None, Depends(api_key_header)],
     ) -> Caller:
         raw = key or request.headers.get("x-bitbybit-key")
-        caller = await authenticate(platform, raw)
+        client_ip = request.client.host if request.client else None
+        failures: FailedAuthLimiter = request.app.state.auth_failures
+        caller = await authenticate(platform, raw, client_ip, failures)
         request.state.rate = caller.rate
-        admit(caller, request.client.host if request.client else None, scope)
+        admit(caller, client_ip, scope)
         refuse_nul(request)
         return caller
 

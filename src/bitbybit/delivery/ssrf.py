@@ -18,6 +18,9 @@ Three layers, each usable alone (SPEC §6):
 A refusal at connection time is raised as ``RefusedAddress`` (an ``OSError`` carrying the
 ``TargetRefused``); aiohttp reports it as ``aiohttp.ClientConnectorDNSError`` (a
 ``ClientConnectorError``) whose ``os_error`` is the ``RefusedAddress``. ``refusal_from`` finds it.
+Its message reaches the tenant (the attempt's error), so it says that the name resolves to a
+non-public address and never which one: what an internal name resolves to is the operator's
+business. The operator's log line ``target_refused`` carries the address and the verdict.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
+import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
@@ -41,6 +45,8 @@ from bitbybit.errors import FieldError, ValidationFailed
 
 if TYPE_CHECKING:
     from aiohttp.tracing import Trace
+
+log = structlog.get_logger("bitbybit.delivery")
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -388,15 +394,25 @@ def _family(address: IPAddress) -> int:
     return socket.AF_INET if address.version == 4 else socket.AF_INET6
 
 
+def _refuse_answer(host: str, address: str, verdict: str, told: str) -> RefusedAddress:
+    """The refusal of a resolver's answer: the address and verdict go to the operator's log,
+    the tenant is told only ``told`` (a webhook URL must not become a probe of internal DNS)."""
+    log.warning("target_refused", host=host, address=address, verdict=verdict)
+    return RefusedAddress(TargetRefused(f"{host} resolves to {told}"))
+
+
 def _vet_results(host: str, results: Sequence[ResolveResult], policy: TargetPolicy) -> None:
     for result in results:
+        raw = str(result["host"])
         try:
-            address = _as_address(result["host"])
+            address = _as_address(raw)
         except TargetRefused as refused:
-            raise RefusedAddress(TargetRefused(f"{host} resolves to {refused.reason}")) from None
+            # A zone id marks a scoped (link-local) IPv6 address: non-public like the rest.
+            told = "a non-public address" if "%" in raw else "something that is not an IP address"
+            raise _refuse_answer(host, raw, refused.reason, told) from None
         verdict = _verdict(address, policy)
         if verdict is not None:
-            raise RefusedAddress(TargetRefused(f"{host} resolves to {address}, which {verdict}"))
+            raise _refuse_answer(host, str(address), verdict, "a non-public address")
 
 
 class GuardedResolver(AbstractResolver):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+
+from prometheus_client import Counter
 
 from bitbybit.errors import AccessDenied, AuthError, NotFound, RateLimited, ValidationFailed
 from bitbybit.ids import new_id, random_base62
@@ -33,6 +36,15 @@ ROTATION_GRACE_MS: Final = 24 * 60 * 60 * 1000
 MAX_ALLOWLIST: Final = 20
 KEY_RANDOM_CHARS: Final = 40
 WINDOW_MS: Final = 60_000
+TRACKED_ADDRESSES: Final = 10_000
+TRUSTED_KEYS: Final = 10_000
+
+AUTH_FAILURES = Counter(
+    "bitbybit_auth_failures_total",
+    "Failed authentications: refused (401) or throttled (429 before the database, the client"
+    " address having failed too often)",
+    ["outcome"],
+)
 
 
 def hash_key(raw: str) -> str:
@@ -178,20 +190,125 @@ class Caller:
         return Tenant(self.key.company_id, self.key.mode)
 
 
-async def authenticate(platform: Platform, raw_key: str | None) -> Caller:
-    """Find the key and count the request against its limit (raises only ``AuthError``).
+def client_of(client_ip: str | None) -> str:
+    """Whom failed authentications are counted against: the address, an IPv6 client by its
+    /64 (one host usually holds a whole /64, so counting single addresses would let it rotate
+    through 2^64 of them), an IPv4-mapped address as the IPv4 one."""
+    if client_ip is None:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip[:100]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
-    Every request with a known key counts, refused ones included (revoked and expired keys too),
-    so a client hammering with a bad address or scope is throttled too. ``admit`` then applies
-    the other checks.
+
+class FailedAuthLimiter:
+    """Failed authentications per client address, counted in this process's memory.
+
+    Missing, unknown, revoked and expired keys cost nothing in the database when they come
+    too often: each client address (see ``client_of``) has a token bucket of ``per_minute``
+    failures, refilled at ``per_minute`` a minute, and while it is empty the address is
+    answered 429 before the database is asked anything. A key that authenticated in this
+    process before is trusted to try even then (it is still checked and counted in the
+    database as usual), so an attacker behind a shared address (a NAT, a proxy) cannot lock
+    out the keys in use there; only keys this process has not seen wait out the block.
+
+    Memory is bounded whatever the spray of addresses: at most ``addresses`` buckets and
+    ``trusted`` key hashes are kept, the least recently used going first (an evicted bucket
+    starts full again, which costs an attacker those addresses' worth of traffic).
     """
-    if not raw_key:
-        raise AuthError("send your API key in the x-api-key header", code="MISSING_API_KEY")
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        addresses: int = TRACKED_ADDRESSES,
+        trusted: int = TRUSTED_KEYS,
+    ) -> None:
+        self.per_minute = per_minute
+        self.max_addresses = addresses
+        self.max_trusted = trusted
+        self._buckets: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        """Client → (tokens left, when they were counted); absent means a full bucket."""
+        self._trusted: OrderedDict[str, None] = OrderedDict()
+
+    def _tokens(self, client: str, now: int) -> float:
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            return float(self.per_minute)
+        tokens, at = bucket
+        refilled = tokens + max(0, now - at) * self.per_minute / WINDOW_MS
+        return min(float(self.per_minute), refilled)
+
+    def blocked_for(self, client_ip: str | None, key_hash: str | None, now: int) -> int | None:
+        """Seconds until the address may try again, or ``None`` when this request may go on."""
+        if key_hash is not None and key_hash in self._trusted:
+            return None
+        client = client_of(client_ip)
+        tokens = self._tokens(client, now)
+        if tokens >= 1:
+            return None
+        self._buckets.move_to_end(client)  # an address that keeps trying stays tracked
+        wait_ms = (1 - tokens) * WINDOW_MS / self.per_minute
+        return max(1, -(-int(wait_ms) // 1000))
+
+    def failed(self, client_ip: str | None, key_hash: str | None, now: int) -> None:
+        """Count a failed authentication against the address (and stop trusting the key)."""
+        if key_hash is not None:
+            self._trusted.pop(key_hash, None)
+        client = client_of(client_ip)
+        self._buckets[client] = (max(0.0, self._tokens(client, now) - 1), now)
+        self._buckets.move_to_end(client)
+        while len(self._buckets) > self.max_addresses:
+            self._buckets.popitem(last=False)
+
+    def succeeded(self, key_hash: str) -> None:
+        """Remember a key that authenticated: it may try even from a blocked address."""
+        self._trusted[key_hash] = None
+        self._trusted.move_to_end(key_hash)
+        while len(self._trusted) > self.max_trusted:
+            self._trusted.popitem(last=False)
+
+
+async def authenticate(
+    platform: Platform,
+    raw_key: str | None,
+    client_ip: str | None = None,
+    failures: FailedAuthLimiter | None = None,
+) -> Caller:
+    """Find the key and count the request against its limit.
+
+    Raises ``AuthError``, or ``RateLimited`` when ``failures`` says the address failed too
+    often (answered before the database is asked). Every request with a known key counts,
+    refused ones included (revoked and expired keys too), so a client hammering with a bad
+    address or scope is throttled too. ``admit`` then applies the other checks.
+    """
     now = platform.now()
+    key_hash = hash_key(raw_key) if raw_key else None
+    if failures is not None:
+        wait = failures.blocked_for(client_ip, key_hash, now)
+        if wait is not None:
+            AUTH_FAILURES.labels("throttled").inc()
+            raise RateLimited("too many failed authentications from this address", retry_after=wait)
+    if key_hash is None:
+        if failures is not None:
+            failures.failed(client_ip, None, now)
+        AUTH_FAILURES.labels("refused").inc()
+        raise AuthError("send your API key in the x-api-key header", code="MISSING_API_KEY")
     window_start = now - now % WINDOW_MS
-    counted = await platform.store.count_key_request(hash_key(raw_key), window_start)
+    counted = await platform.store.count_key_request(key_hash, window_start)
     if counted is None or not counted[0].usable_at(now):
+        if failures is not None:
+            failures.failed(client_ip, key_hash, now)
+        AUTH_FAILURES.labels("refused").inc()
         raise AuthError("the API key is invalid, revoked or expired")
+    if failures is not None:
+        failures.succeeded(key_hash)
     key, count = counted
     limit = platform.settings.rate_limit
     rate = RateState(
