@@ -19,6 +19,7 @@ import typer
 from bitbybit.config import Settings
 from bitbybit.errors import BitbybitError, NotFound
 from bitbybit.services import Platform, access
+from bitbybit.stopping import GracefulStop
 
 T = TypeVar("T")
 
@@ -34,6 +35,10 @@ endpoints_app = typer.Typer(help="Webhook endpoints.", no_args_is_help=True)
 app.add_typer(companies_app, name="companies")
 app.add_typer(keys_app, name="keys")
 app.add_typer(endpoints_app, name="endpoints")
+secrets_app = typer.Typer(
+    help="The secret key that encrypts webhook signing secrets.", no_args_is_help=True
+)
+app.add_typer(secrets_app, name="secrets")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -119,12 +124,12 @@ def serve(
     import uvicorn
 
     from bitbybit.api.app import create_app
+    from bitbybit.api.server import Server
 
     settings = _settings(database_url)
-    _run(database_url, lambda platform: platform.store.migrate(), migrate=False)
+    _run(database_url, lambda platform: platform.migrate(), migrate=False)
     app = create_app(settings, worker_concurrency=concurrency)
-    _freeze_startup_objects()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -133,21 +138,32 @@ def serve(
         access_log=False,
         log_level="info",
         proxy_headers=False,
+        timeout_graceful_shutdown=round(settings.delivery_timeout) + 5,
     )
+    _freeze_startup_objects()
+    server = Server(config)
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
 
 
 @app.command()
 def worker(concurrency: Concurrency = 256, database_url: DatabaseUrl = None) -> None:
-    """Run delivery workers only, until SIGINT or SIGTERM (in-flight attempts then finish)."""
+    """Run delivery workers only, until SIGINT or SIGTERM (in-flight attempts then finish and
+    are recorded; a second signal exits at once)."""
+    from bitbybit.delivery.metrics_server import serving_metrics
     from bitbybit.delivery.worker import Worker
+    from bitbybit.services.idempotency import pruning
 
     async def work(platform: Platform) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        stopper = GracefulStop(stop.set)
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stopper, signum)
         _freeze_startup_objects()
-        await Worker(platform, concurrency=max(concurrency, 1)).run(stop)
+        async with serving_metrics(platform.settings.metrics_address), pruning(platform):
+            await Worker(platform, concurrency=max(concurrency, 1)).run(stop)
 
     _run(database_url, work, fast_loop=True)
 
@@ -155,7 +171,7 @@ def worker(concurrency: Concurrency = 256, database_url: DatabaseUrl = None) -> 
 @app.command()
 def migrate(database_url: DatabaseUrl = None) -> None:
     """Create or upgrade the schema."""
-    applied = _run(database_url, lambda platform: platform.store.migrate(), migrate=False)
+    applied = _run(database_url, lambda platform: platform.migrate(), migrate=False)
     for name in applied:
         typer.echo(f"applied {name}")
     if not applied:
@@ -331,6 +347,47 @@ def trigger(
     tenant = Tenant(company, "test" if test else "live")
     made = _run(database_url, lambda platform: make_change(platform, tenant, event))
     _print({"id": made.id, "type": made.type}, as_json)
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(
+    reset_unreadable: Annotated[
+        bool,
+        typer.Option(
+            "--reset-unreadable",
+            help="Give endpoints whose secret no key decrypts a new secret (printed; lost key)",
+        ),
+    ] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Re-encrypt every stored webhook signing secret with the first key of BITBYBIT_SECRET_KEY
+    (safe while servers and workers run); prints how many were re-encrypted."""
+    from bitbybit.services.secret_keys import Rotation, rotate_secret_key
+
+    async def work(platform: Platform) -> Rotation:
+        await platform.store.migrate()  # not platform.migrate(): its key check would refuse
+        return await rotate_secret_key(platform, reset_unreadable=reset_unreadable)
+
+    done = _run(database_url, work, migrate=False)
+    if as_json:
+        summary = {"reencrypted": done.resealed, "current": done.current, "reset": done.reset}
+        typer.echo(orjson.dumps(summary).decode())
+    else:
+        typer.echo(
+            f"re-encrypted {done.resealed} secrets ({done.current} already used the first key)"
+        )
+        for endpoint_id, secret in done.reset.items():
+            typer.echo(f"new secret for {endpoint_id}: {secret}")
+    if done.unreadable:
+        named = ", ".join(done.unreadable[:10]) + (", …" if len(done.unreadable) > 10 else "")
+        typer.echo(
+            f"error: no secret key decrypts the signing secrets of {len(done.unreadable)}"
+            f" endpoints ({named}): add the key they were encrypted with to BITBYBIT_SECRET_KEY,"
+            " or if it is lost, run again with --reset-unreadable to give them new secrets",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def main() -> None:

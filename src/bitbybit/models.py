@@ -170,6 +170,20 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedSecrets:
+    """An endpoint's signing secrets as stored (encrypted), for checking and rotating the key."""
+
+    endpoint_id: str
+    tenant: Tenant
+    secret: str
+    next_secret: str | None
+
+    @property
+    def tokens(self) -> list[str]:
+        return [self.secret] if self.next_secret is None else [self.secret, self.next_secret]
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     number: int
     started_at: int
@@ -228,6 +242,19 @@ class AttemptResult:
     next_attempt_at: int
     gone: bool = False
     """The endpoint answered 410 Gone: suspend it."""
+    ours: bool = False
+    """It failed for a reason of the platform's own: it never counts toward suspension."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording a batch of attempt results did."""
+
+    suspended: list[str]
+    """Endpoints the batch suspended."""
+    vanished: list[str]
+    """Deliveries that no longer exist (their endpoint was deleted while they were attempted):
+    nothing of theirs was recorded."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,21 +21,6 @@ from bitbybit.webhooks.signing import sign
 from tests.conftest import CUSTOMERS, Account, client_for, with_settings
 from tests.integration.receivers import Receiver, receiver
 
-FAST = (0.01, 0.01, 0.01, 0.01)
-
-
-@pytest.fixture
-def fast(platform: Platform) -> Platform:
-    """Real time, loopback targets allowed, retries in milliseconds."""
-    return with_settings(
-        platform,
-        clock=system_clock,
-        allow_private_targets=True,
-        allow_http_targets=True,
-        retry_schedule=FAST,
-        delivery_timeout=2.0,
-    )
-
 
 @asynccontextmanager
 async def running(platform: Platform, **options: Any) -> AsyncIterator[Worker]:

@@ -29,7 +29,6 @@ from bitbybit.models import Delivery, Event, ListQuery, Tenant
 from bitbybit.schemas import EndpointUpdate
 from bitbybit.services import Platform, webhooks
 from tests.conftest import CUSTOMERS, IN_CI, ORDERS, PRODUCTS, Account, client_for
-from tests.integration import test_delivery
 from tests.integration.test_delivery import endpoint_for, running, until
 
 SCRIPT = Path(__file__).with_name("node_receiver.js")
@@ -43,9 +42,6 @@ EVENT_TYPES = {
     "order.created",
     "order.updated",
 }
-
-# Real time, loopback http targets allowed, retries in milliseconds (both dialects).
-fast = test_delivery.fast
 
 
 def node_binary() -> str:

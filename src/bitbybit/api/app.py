@@ -18,10 +18,18 @@ from bitbybit.api import errors
 from bitbybit.api.middleware import Guard
 from bitbybit.api.routes import customers, orders, products, webhooks
 from bitbybit.config import Settings
+from bitbybit.delivery.metrics_server import serving_metrics
+from bitbybit.errors import StorageError
 from bitbybit.logs import configure_logging
 from bitbybit.services import Platform
+from bitbybit.services.access import FailedAuthLimiter
+from bitbybit.services.idempotency import pruning
 
 CUSTOMER_PREFIXES = ("/customer/open/v1", "/customer/api/open/v1")
+READY_WITHIN = 2.0
+"""Seconds ``/readyz`` gives the database (at most ``BITBYBIT_DATABASE_TIMEOUT``)."""
+
+log = structlog.get_logger("bitbybit.api")
 
 DESCRIPTION = """The bitbybit Open API: customers, orders and products, with every change
 delivered as a signed webhook event.
@@ -52,20 +60,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
             await the_platform.open()
-        stop = asyncio.Event()
-        worker = None
-        if worker_concurrency > 0:
-            from bitbybit.delivery.worker import Worker
-
-            worker = asyncio.create_task(
-                Worker(the_platform, concurrency=worker_concurrency).run(stop)
-            )
         try:
-            yield
+            # Left in reverse order: the worker drains while metrics are still served.
+            async with (
+                serving_metrics(settings.metrics_address),
+                pruning(the_platform),
+                _delivering(app, the_platform, worker_concurrency),
+            ):
+                yield
         finally:
-            stop.set()
-            if worker is not None:
-                await worker
             if owned:
                 await the_platform.close()
 
@@ -79,17 +82,31 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.platform = the_platform
+    app.state.auth_failures = FailedAuthLimiter(settings.auth_failure_limit)
     for index, prefix in enumerate(CUSTOMER_PREFIXES):
         for module in (customers, products, orders, webhooks):
             app.include_router(module.router, prefix=prefix, include_in_schema=index == 0)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_address is None:  # else only on that address: see metrics_server
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        """Readiness, where ``/healthz`` is liveness: the database answers a trivial read within
+        a short limit, or 503 (a load balancer sends requests elsewhere; nothing restarts)."""
+        try:
+            await the_platform.store.ping(within=min(settings.database_timeout, READY_WITHIN))
+        except StorageError as error:
+            log.warning("not_ready", error=str(error))
+            return errors.unavailable()
+        return Response(b'{"status":"ready"}', media_type="application/json")
 
     errors.install(app)
 
@@ -101,6 +118,26 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override hook
     app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+@asynccontextmanager
+async def _delivering(app: FastAPI, platform: Platform, concurrency: int) -> AsyncIterator[None]:
+    """A delivery worker in this process and event loop while the block runs (none for 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # For the server's signal handler: stop claiming now, while HTTP connections drain.
+    app.state.stop_worker = lambda: loop.call_soon_threadsafe(stop.set)
+    if concurrency <= 0:
+        yield
+        return
+    from bitbybit.delivery.worker import Worker
+
+    worker = asyncio.create_task(Worker(platform, concurrency=concurrency).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await worker
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -19,5 +19,11 @@ QUEUE_DUE = Gauge("bitbybit_delivery_queue_due", "Pending deliveries due now")
 OLDEST_DUE_SECONDS = Gauge(
     "bitbybit_delivery_oldest_due_seconds", "Age of the oldest due delivery (0 when none)"
 )
+RESULTS_DROPPED = Counter(
+    "bitbybit_delivery_results_dropped_total",
+    "Attempt results not recorded: vanished (the delivery was deleted with its endpoint while it"
+    " was attempted) or refused (the database refused the row)",
+    ["reason"],
+)
 SUSPENSIONS = Counter("bitbybit_endpoint_suspensions_total", "Endpoints suspended")
 OUTCOME_NAMES = {"succeeded": "succeeded", "pending": "retrying", "failed": "failed"}

@@ -29,6 +29,9 @@ class SendResult:
     """Retrying cannot help (the payload is over the size limit)."""
     unreachable: bool = False
     """No HTTP answer at all: timeout, connection or TLS failure."""
+    ours: bool = False
+    """The platform's own failure, not the endpoint's (a payload over the size limit, a signing
+    secret it cannot decrypt, a bug): it never counts toward suspending the endpoint."""
 
     @property
     def succeeded(self) -> bool:
@@ -78,6 +81,7 @@ def decide(
         status=status,
         next_attempt_at=next_attempt_at,
         gone=gone,
+        ours=sent.ours,
     )
 
 

@@ -27,9 +27,9 @@ import structlog
 from bitbybit.delivery import metrics
 from bitbybit.delivery.policy import SUSPEND_AFTER, SendResult, decide, signing_secrets
 from bitbybit.delivery.sender import Sender
-from bitbybit.errors import BitbybitError
+from bitbybit.errors import BitbybitError, ConfigurationError, StorageUnavailable
 from bitbybit.ids import random_base62
-from bitbybit.models import AttemptResult, Job
+from bitbybit.models import AttemptResult, Job, Recorded
 from bitbybit.services import Platform
 
 log = structlog.get_logger("bitbybit.delivery")
@@ -39,11 +39,20 @@ LEASE_MARGIN_S = 30.0
 FLUSH_SECONDS = 0.01
 FLUSH_BATCH = 500
 STATS_SECONDS = 5.0
+RECORD_RETRY_SECONDS = 0.5
+FINAL_FLUSH_SECONDS = 10.0
+"""How long a stopping worker keeps trying to record its last results on a database that
+fails; their leases cover whatever it could not write."""
 FAST_PREFETCH = 4
 """An endpoint that answers quickly may have four times its allowance leased: the rest waits in
 memory, already claimed, so sending never waits for a claim round trip."""
 FAST_MS = 250.0
 """Answers faster than this (on average) make an endpoint fast."""
+AHEAD_MS = 250
+"""A delivery leased ahead is started within this long of its claim or given back: what is
+sent is never much older than the endpoint's URL and secret, and a deleted or suspended
+endpoint gets nothing claimed before the change later than this (in another process; in this
+one, nothing at all)."""
 START_CAP = 8
 MIN_CAP = 2
 
@@ -77,14 +86,14 @@ class Worker:
         settings = platform.settings
         lease = settings.lease_seconds or settings.delivery_timeout + LEASE_MARGIN_S
         self.lease_ms = round(max(lease, settings.delivery_timeout + 1) * 1000)
-        self.timeout_ms = round(settings.delivery_timeout * 1000)
         self.inflight: Counter[str] = Counter()
         """Attempts running, per endpoint."""
         self.claimed: Counter[str] = Counter()
         """Deliveries leased by this worker, running or queued, per endpoint."""
         self.queued: dict[str, deque[tuple[Job, int]]] = defaultdict(deque)
-        """Leased ahead of time (with the lease's end), started the moment the endpoint has a
-        free slot."""
+        """Leased ahead of time (with the time of the claim), started the moment the endpoint
+        has a free slot, if that comes within ``AHEAD_MS``; given back otherwise."""
+        self.releasing: set[asyncio.Task[None]] = set()
         self.latency: dict[str, float] = {}
         """Each endpoint's recent answer time in ms (moving average)."""
         self.start_cap = min(START_CAP, self.per_endpoint)
@@ -110,10 +119,15 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, then finish in-flight attempts and record them."""
+        """Deliver until ``stop`` is set, then stop gracefully: give back what was leased and not
+        started, let in-flight attempts finish (each within the delivery timeout), record every
+        result, and return."""
         self.store.on_deliveries.append(self._on_new_work)
+        self.store.on_endpoints_changed.append(self._on_endpoints_changed)
         unlisten = await self._listen()
-        recorder = asyncio.create_task(self._record_loop(stop))
+        drained = asyncio.Event()
+        """Set once every attempt has finished: the recorder then writes what is left and ends."""
+        recorder = asyncio.create_task(self._record_loop(drained))
         stats = asyncio.create_task(self._stats_loop(stop))
         log.info("worker_started", worker=self.name, concurrency=self.concurrency)
         try:
@@ -124,15 +138,16 @@ class Worker:
                 await self._sleep(stop)
         finally:
             self.store.on_deliveries.remove(self._on_new_work)
+            self.store.on_endpoints_changed.remove(self._on_endpoints_changed)
             await unlisten()
             await self._drain()
-            stop.set()
+            drained.set()
             await recorder
             stats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stats
             await self.sender.close()
-            log.info("worker_stopped", worker=self.name)
+            log.info("worker_stopped", worker=self.name, unrecorded=len(self.results))
 
     async def _listen(self) -> Callable[[], Awaitable[None]]:
         listen = getattr(self.store, "listen", None)
@@ -227,7 +242,7 @@ class Worker:
             if self.inflight[job.endpoint_id] < self.caps.get(job.endpoint_id, self.start_cap):
                 self._start(job)
             else:
-                self.queued[job.endpoint_id].append((job, lease_until))
+                self.queued[job.endpoint_id].append((job, now))
         return len(jobs)
 
     def _start(self, job: Job) -> None:
@@ -244,15 +259,48 @@ class Worker:
                 del counter[endpoint_id]
         queue = self.queued.get(endpoint_id)
         cap = self.caps.get(endpoint_id, self.start_cap)
-        deadline = _now_ms() + self.timeout_ms
+        stale = _now_ms() - AHEAD_MS
+        given_back: list[Job] = []
         while queue and not self.stopping and self.inflight[endpoint_id] < cap:
-            job, lease_until = queue.popleft()
-            if deadline < lease_until:
+            job, claimed_at = queue.popleft()
+            if claimed_at >= stale:
                 self._start(job)
-            else:  # its lease could end mid-attempt: leave it to be claimed afresh
-                self.claimed[endpoint_id] -= 1
+            else:  # claimed too long ago: the endpoint may have changed or gone meanwhile
+                given_back.append(job)
         if queue is not None and not queue:
             del self.queued[endpoint_id]
+        self._give_back(given_back)
+
+    def _on_endpoints_changed(self, endpoint_ids: frozenset[str]) -> None:
+        """Endpoints were changed, suspended or deleted in this process: what was claimed for
+        them and not started goes back (to be claimed afresh with their new URL and secret, or
+        not at all)."""
+        given_back: list[Job] = []
+        for endpoint_id in endpoint_ids:
+            given_back.extend(job for job, _ in self.queued.pop(endpoint_id, ()))
+        self._give_back(given_back)
+
+    def _give_back(self, jobs: list[Job]) -> None:
+        """Release the leases of claimed jobs that will not be started."""
+        if not jobs:
+            return
+        for job in jobs:
+            self.claimed[job.endpoint_id] -= 1
+            if self.claimed[job.endpoint_id] <= 0:
+                del self.claimed[job.endpoint_id]
+        task = asyncio.create_task(self._release([job.delivery_id for job in jobs]))
+        self.releasing.add(task)
+        task.add_done_callback(self.releasing.discard)
+
+    async def _release(self, delivery_ids: list[str]) -> None:
+        try:
+            async with self.store.write(durable=False) as tx:
+                await tx.release(self.name, delivery_ids, _now_ms())
+        except BitbybitError as error:  # their leases run out instead
+            log.warning("release_failed", worker=self.name, error=str(error))
+            return
+        self.new_work = True
+        self.wake.set()
 
     # -- one delivery ----------------------------------------------------------------------------
 
@@ -265,19 +313,26 @@ class Worker:
     async def _deliver(self, job: Job) -> None:
         try:
             now = _now_ms()
-            secrets = signing_secrets(
-                self._open(job.secret),
-                self._open(job.next_secret) if job.next_secret else None,
-                job.next_secret_at,
-                job.multi_signature,
-                now,
-            )
-            sent = await self.sender.send(
-                job.url, job.event_id, job.event_type, job.payload, secrets
-            )
+            try:
+                secrets = signing_secrets(
+                    self._open(job.secret),
+                    self._open(job.next_secret) if job.next_secret else None,
+                    job.next_secret_at,
+                    job.multi_signature,
+                    now,
+                )
+            except ConfigurationError as error:  # not the endpoint's fault: retried, not counted
+                log.error("secret_undecryptable", delivery_id=job.delivery_id, error=str(error))
+                sent = SendResult(started_at=now, latency_ms=0, error=str(error), ours=True)
+            else:
+                sent = await self.sender.send(
+                    job.url, job.event_id, job.event_type, job.payload, secrets
+                )
         except Exception as error:  # a bug must not strand the delivery: record it as failed
             log.exception("attempt_crashed", delivery_id=job.delivery_id, event_id=job.event_id)
-            sent = SendResult(started_at=_now_ms(), latency_ms=0, error=f"internal error: {error}")
+            sent = SendResult(
+                started_at=_now_ms(), latency_ms=0, error=f"internal error: {error}", ours=True
+            )
         finally:
             self._finished(job.endpoint_id)
             self.wake.set()
@@ -310,26 +365,75 @@ class Worker:
 
     # -- recording -------------------------------------------------------------------------------
 
-    async def _record_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set() or self.results:
+    async def _record_loop(self, drained: asyncio.Event) -> None:
+        """Record results as they come, until every attempt has finished and its result is
+        written; a database that stays unreachable through the stop gets ``FINAL_FLUSH_SECONDS``
+        (the leases then cover what could not be written: those deliveries are sent again)."""
+        give_up_at: float | None = None
+        while not drained.is_set() or self.results:
+            if drained.is_set():
+                now = time.monotonic()
+                if give_up_at is None:
+                    give_up_at = now + FINAL_FLUSH_SECONDS
+                elif now >= give_up_at:
+                    log.error("results_unrecorded", worker=self.name, count=len(self.results))
+                    return
             if self.results:
                 await self.flush()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
+                await asyncio.wait_for(drained.wait(), FLUSH_SECONDS)
 
     async def flush(self) -> None:
+        """Record a batch of results. A database that fails keeps the batch for the next try; a
+        batch the database refuses is recorded result by result, so one result that cannot be
+        written never holds the others back (it is dropped, logged and counted)."""
         batch, self.results = self.results[:FLUSH_BATCH], self.results[FLUSH_BATCH:]
         try:
-            async with self.store.write(durable=False) as tx:
-                suspended = await tx.record_attempts(self.name, batch, _now_ms(), SUSPEND_AFTER)
-        except BitbybitError as error:
+            recorded = await self._record(batch)
+        except StorageUnavailable as error:
             log.warning("record_failed", worker=self.name, error=str(error), pending=len(batch))
             self.results = batch + self.results
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(RECORD_RETRY_SECONDS)
             return
-        for endpoint_id in suspended:
+        except BitbybitError as error:
+            log.warning("record_batch_refused", worker=self.name, error=str(error), size=len(batch))
+            recorded = await self._record_one_by_one(batch)
+        self._recorded(batch, recorded)
+
+    async def _record(self, batch: list[AttemptResult]) -> Recorded:
+        async with self.store.write(durable=False) as tx:
+            return await tx.record_attempts(self.name, batch, _now_ms(), SUSPEND_AFTER)
+
+    async def _record_one_by_one(self, batch: list[AttemptResult]) -> Recorded:
+        suspended: list[str] = []
+        vanished: list[str] = []
+        for index, result in enumerate(batch):
+            try:
+                recorded = await self._record([result])
+            except StorageUnavailable:  # the database went away: keep the rest for later
+                self.results = batch[index:] + self.results
+                break
+            except BitbybitError as error:
+                metrics.RESULTS_DROPPED.labels("refused").inc()
+                log.error(
+                    "result_dropped",
+                    worker=self.name,
+                    delivery_id=result.delivery_id,
+                    endpoint_id=result.endpoint_id,
+                    error=str(error),
+                )
+                continue
+            suspended.extend(recorded.suspended)
+            vanished.extend(recorded.vanished)
+        return Recorded(suspended, vanished)
+
+    def _recorded(self, batch: list[AttemptResult], recorded: Recorded) -> None:
+        for endpoint_id in recorded.suspended:
             metrics.SUSPENSIONS.inc()
             log.warning("endpoint_suspended", endpoint_id=endpoint_id)
+        for delivery_id in recorded.vanished:
+            metrics.RESULTS_DROPPED.labels("vanished").inc()
+            log.info("result_dropped", worker=self.name, delivery_id=delivery_id, reason="deleted")
         if any(result.status == "pending" for result in batch):
             self.wake.set()
 
@@ -338,11 +442,9 @@ class Worker:
         unsent = [job.delivery_id for queue in self.queued.values() for job, _ in queue]
         self.queued.clear()
         if unsent:  # give back what was leased ahead and never started
-            try:
-                async with self.store.write(durable=False) as tx:
-                    await tx.release(self.name, unsent, _now_ms())
-            except BitbybitError as error:
-                log.warning("release_failed", worker=self.name, error=str(error))
+            await self._release(unsent)
+        if self.releasing:
+            await asyncio.gather(*self.releasing, return_exceptions=True)
         if self.tasks:
             log.info("worker_draining", worker=self.name, inflight=len(self.tasks))
             await asyncio.gather(*self.tasks, return_exceptions=True)

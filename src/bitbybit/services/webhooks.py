@@ -12,12 +12,12 @@ from bitbybit.delivery.policy import SendResult, signing_secrets
 from bitbybit.delivery.ssrf import TargetPolicy, check_url
 from bitbybit.errors import Conflict, NotFound, ValidationFailed
 from bitbybit.ids import new_id, random_base62
+from bitbybit.limits import MAX_PAYLOAD_BYTES
 from bitbybit.models import Attempt, Delivery, Endpoint, Event, ListQuery, Page, Tenant
 from bitbybit.schemas import EndpointCreate, EndpointUpdate
 from bitbybit.services import Platform
 from bitbybit.services.samples import SAMPLES
 from bitbybit.store import Tx
-from bitbybit.webhooks.body import encode_body
 
 MAX_ENDPOINTS = 10
 HOUR_MS = 60 * 60 * 1000
@@ -177,7 +177,9 @@ async def send_test(
 ) -> TestAttempt:
     """Send a signed sample of ``event_type`` now and return what happened."""
     from bitbybit.delivery.sender import Sender
+    from bitbybit.services.events import body_of  # events imports this module
 
+    body = body_of(event_type, SAMPLES[event_type])
     endpoint = await get_endpoint(platform, tenant, endpoint_id)
     now = platform.now()
     secrets = signing_secrets(
@@ -190,9 +192,7 @@ async def send_test(
     event_id = f"evt_test_{random_base62(20)}"
     sender = Sender(platform.settings, connections=1)
     try:
-        result = await sender.send(
-            endpoint.url, event_id, event_type, encode_body(SAMPLES[event_type]), secrets
-        )
+        result = await sender.send(endpoint.url, event_id, event_type, body, secrets)
     finally:
         await sender.close()
     return TestAttempt(event_id, event_type, result)
@@ -226,13 +226,18 @@ async def replay_event(
         event = await tx.get_event(tenant, event_id)
         if event is None:
             raise NotFound(f"no event {event_id}")
+        if len(event.payload) > MAX_PAYLOAD_BYTES:  # written before the API refused such events
+            raise ValidationFailed(
+                f"event {event_id} is {len(event.payload):,} bytes; events are limited to "
+                f"{MAX_PAYLOAD_BYTES:,} bytes, so it cannot be sent"
+            )
         if endpoint_id is not None:
             endpoint = await tx.get_endpoint(tenant, endpoint_id)
             if endpoint is None:
                 raise ValidationFailed.field("endpointId", f"no webhook endpoint {endpoint_id}")
             targets = [endpoint]
         else:
-            targets = [e for e in await tx.list_endpoints(tenant) if subscribed(e, event.type)]
+            targets = [e for e in await tx.fan_out_targets(tenant) if subscribed(e, event.type)]
         targets = [e for e in targets if e.status != "disabled"]
         return await tx.queue_deliveries(tenant, event, targets, now)
 
@@ -243,7 +248,7 @@ def subscribed(endpoint: Endpoint, event_type: str) -> bool:
 
 async def fan_out(tx: Tx, tenant: Tenant, event: Event, now: int) -> None:
     """Queue ``event`` to every subscribed endpoint, in the transaction that wrote it."""
-    endpoints = [e for e in await tx.list_endpoints(tenant) if subscribed(e, event.type)]
+    endpoints = [e for e in await tx.fan_out_targets(tenant) if subscribed(e, event.type)]
     if endpoints:
         await tx.queue_deliveries(tenant, event, endpoints, now)
 

@@ -26,6 +26,8 @@ from bitbybit.models import (
     Page,
     Product,
     QueueStats,
+    Recorded,
+    SealedSecrets,
     StoredResponse,
     Tenant,
     Variant,
@@ -54,6 +56,11 @@ class Tx(Protocol):
         self, tenant: Tenant, key: str, status_code: int, body: bytes
     ) -> None: ...
     async def delete_stored_response(self, tenant: Tenant, key: str) -> None: ...
+    async def prune_stored_responses(self, created_before: int, limit: int) -> int:
+        """Delete at most ``limit`` stored responses created before ``created_before``, oldest
+        first, across every company; returns how many went. A bounded batch, so one pass over
+        a large backlog never holds the write lock for long."""
+        ...
 
     # customers
     async def insert_customer(self, tenant: Tenant, customer: Customer) -> None: ...
@@ -93,9 +100,27 @@ class Tx(Protocol):
     async def update_endpoint(self, tenant: Tenant, endpoint: Endpoint) -> None: ...
     async def get_endpoint(self, tenant: Tenant, endpoint_id: str) -> Endpoint | None: ...
     async def list_endpoints(self, tenant: Tenant) -> list[Endpoint]: ...
+    async def fan_out_targets(self, tenant: Tenant) -> list[Endpoint]:
+        """The endpoints, as ``list_endpoints``, kept from being deleted until this transaction
+        ends, so the deliveries it queues for them cannot race a concurrent delete."""
+        ...
+
     async def count_endpoints(self, company_id: str) -> int: ...
     async def delete_endpoint(self, tenant: Tenant, endpoint_id: str) -> bool: ...
     async def hold_pending(self, endpoint_id: str, now: int) -> int: ...
+    async def sample_sealed_secrets(self, limit: int) -> list[SealedSecrets]:
+        """The stored secrets of the ``limit`` endpoints changed last and the ``limit`` created
+        first, across every company (to check the secret key against)."""
+        ...
+
+    async def page_sealed_secrets(self, after: str, limit: int) -> list[SealedSecrets]:
+        """The stored secrets of up to ``limit`` endpoints whose id sorts after ``after``."""
+        ...
+
+    async def reseal_secret(self, endpoint_id: str, old: str, new: str) -> bool:
+        """Replace the stored secret ``old`` (current or rotated-to) of the endpoint by ``new``,
+        the same secret encrypted afresh; False if ``old`` was no longer stored."""
+        ...
 
     # deliveries
     async def queue_deliveries(
@@ -121,7 +146,11 @@ class Tx(Protocol):
     async def release(self, owner: str, delivery_ids: Sequence[str], now: int) -> None: ...
     async def record_attempts(
         self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
-    ) -> list[str]: ...
+    ) -> Recorded:
+        """Record attempts and their outcomes; the results of deliveries that no longer exist
+        are skipped (and named in the answer), never an error."""
+        ...
+
     async def queue_stats(self, now: int) -> QueueStats: ...
     async def count_deliveries(self, status: str) -> int:
         """Deliveries in ``status`` across every company (operations, benchmarks)."""
@@ -133,6 +162,8 @@ class Store(Protocol):
     on_deliveries: list[Callable[[frozenset[str] | None], None]]
     """Called after a commit that made deliveries pending (wakes in-process workers), with the
     endpoints they are for (``None`` when that is not known)."""
+    on_endpoints_changed: list[Callable[[frozenset[str]], None]]
+    """Called after a commit that changed, suspended or deleted endpoints, with their ids."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -149,6 +180,11 @@ class Store(Protocol):
         """A read-only view; never writes."""
         ...
 
+    async def ping(self, within: float) -> None:
+        """Check that the database answers a trivial read within ``within`` seconds (the
+        readiness probe); raise ``StorageUnavailable`` if it does not."""
+        ...
+
     async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
     ) -> list[Job]:
@@ -163,6 +199,8 @@ class Store(Protocol):
     ) -> tuple[ApiKey, int] | None:
         """The key with this hash and the requests made with it in the window starting at
         ``window_start``, this one counted; ``None`` (nothing counted) when no key has the hash.
+        An unknown hash writes nothing: on SQLite it is looked up without taking the write lock,
+        on PostgreSQL the statement's insert has no row to insert.
 
         Its own step, outside any transaction of the caller's, and not durable: it runs before
         every API request, and a count lost in a database crash only gives a key a few more

@@ -2,18 +2,29 @@
 
 Several ``serve``/``worker`` processes may share one database: migrations take an advisory lock,
 and everything else relies on row locks and unique constraints.
+
+Nothing waits for the database without a limit (``timeout``, ``BITBYBIT_DATABASE_TIMEOUT``): a
+pooled connection is waited for that long, a new connection too, and every statement is cancelled
+by the server after it (``statement_timeout``, which also bounds waits for row locks) or given up by
+the client a second later when the server does not answer at all (``command_timeout``). A
+connection given up on the client's side is closed, not returned to its pool. Failures that mean
+"down, restarting, overloaded or too slow" become ``StorageUnavailable`` (503 with
+``Retry-After``). Migrations run on their own connection without these limits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
+from bitbybit.config import DEFAULT_DATABASE_TIMEOUT
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
 from bitbybit.ids import random_base62
 from bitbybit.models import ApiKey, AttemptResult, Job
@@ -30,41 +41,87 @@ from bitbybit.store.sql import (
 MIGRATION_LOCK = 0x62697462  # "bitb": one advisory lock id for schema changes
 
 
+IDLE_IN_TRANSACTION_TIMEOUT = "60s"
+"""A session idle inside a transaction this long is ended by the server: a process that stopped
+mid-transaction (SIGSTOP, a paused VM) then releases its row locks instead of blocking every other
+process's writes to those rows for as long as it is stopped. Far above any pause of a healthy
+process between two statements of one transaction."""
+CLIENT_GRACE = 1.0
+"""Seconds the client waits beyond the server's ``statement_timeout`` before giving a statement
+up itself: long enough for the server's own cancellation to arrive (the connection then stays
+usable), short enough to bound a wait on a server or network that answers nothing."""
+
+_SERVER_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,  # 08: the connection failed or was closed
+    asyncpg.OperatorInterventionError,  # 57: statement timeout, shutdown, starting up, crash
+    asyncpg.InsufficientResourcesError,  # 53: too many connections, disk full, out of memory
+    asyncpg.LockNotAvailableError,  # 55P03: lock_timeout
+    asyncpg.IdleInTransactionSessionTimeoutError,  # 25P03: the server ended the session
+    asyncpg.ReadOnlySQLTransactionError,  # 25006: a standby, during a fail-over
+)
+"""Errors the server reports that mean "down, restarting, overloaded or too slow": the request
+may succeed if retried shortly, so they are 503, never 500."""
+
+
 def _translate(error: BaseException) -> StorageError:
     if isinstance(error, asyncpg.UniqueViolationError):
         return IntegrityViolation(str(error), getattr(error, "constraint_name", None))
+    if isinstance(error, _SERVER_UNAVAILABLE):
+        return StorageUnavailable(f"PostgreSQL is unavailable: {type(error).__name__}: {error}")
     if isinstance(error, asyncpg.PostgresError):
         return StorageError(f"PostgreSQL failed: {error}")
-    return StorageUnavailable(f"PostgreSQL is unreachable: {error}")
+    # The client's side: a time limit, a refused or broken socket, a closed connection or pool.
+    if isinstance(error, TimeoutError):
+        return StorageUnavailable("PostgreSQL did not answer within the time limit")
+    return StorageUnavailable(f"PostgreSQL is unreachable: {type(error).__name__}: {error}")
 
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. "cannot switch to state …" on a connection cut mid-use
+    OSError,
+)
+"""Everything asyncpg raises (``TimeoutError`` is an ``OSError``)."""
+
+
+def _on_client_side(error: BaseException) -> bool:
+    """Whether the error arose on the client's side (a time limit, a socket), where the server
+    may never answer again: the connection cannot be trusted and is closed, not reused."""
+    return not isinstance(error, asyncpg.PostgresError)
 
 
 class _Driver:
     def __init__(self, connection: Any) -> None:
         """``connection`` is an asyncpg connection or the pool's proxy of one."""
         self.connection = connection
+        self.broken = False
+        """A statement failed on the client's side: close the connection, never reuse it."""
+
+    def failure(self, error: BaseException) -> StorageError:
+        """The error to raise for ``error``; notes whether the connection is now broken."""
+        self.broken = self.broken or _on_client_side(error)
+        return _translate(error)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         try:
             row: Row | None = await self.connection.fetchrow(sql, *args)
         except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
+            raise self.failure(error) from error
         return row
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         try:
             rows: list[Row] = await self.connection.fetch(sql, *args)
         except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
+            raise self.failure(error) from error
         return rows
 
     async def execute(self, sql: str, *args: Any) -> int:
         try:
             status: str = await self.connection.execute(sql, *args)
         except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
+            raise self.failure(error) from error
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
@@ -72,13 +129,15 @@ class _Driver:
         try:
             await self.connection.executemany(sql, rows)
         except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
+            raise self.failure(error) from error
 
     def any_of_json_array(self, column: str, placeholder: str) -> str:
         return f"(({column})::jsonb ?| {placeholder}::text[])"
 
     def text_array(self, values: Sequence[str]) -> Any:
         return list(values)
+
+    key_share = " FOR KEY SHARE"
 
 
 WAKE_CHANNEL = "bitbybit_deliveries"
@@ -169,7 +228,9 @@ class PostgresTx(SqlTx):
             list(statuses),
         )
 
-    async def _write_results(self, owner: str, results: Sequence[AttemptResult], now: int) -> None:
+    async def _write_results(
+        self, owner: str, results: Sequence[AttemptResult], now: int
+    ) -> list[str]:
         columns = list(
             zip(
                 *(
@@ -191,13 +252,15 @@ class PostgresTx(SqlTx):
         )
         # One statement for the batch: the attempts, the queue rows this worker still leases
         # (dropped when the delivery is done, rescheduled when it will be retried) and the
-        # deliveries whose queue row it held.
-        await self.db.execute(
+        # deliveries whose queue row it held. Deliveries deleted meanwhile (with their endpoint)
+        # get no attempt row; the ones that got one are returned.
+        rows = await self.db.fetch(
             "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
             " $4::bigint[], $5::bigint[], $6::text[], $7::bytea[], $8::text[], $9::bigint[])"
             " AS u(id, number, started, latency, code, error, body, status, due)),"
             f" attempts AS ({self._ATTEMPT_INSERT}"
-            " SELECT id, number, started, latency, code, error, body, $10 FROM u),"
+            " SELECT id, number, started, latency, code, error, body, $10 FROM u"
+            " WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = u.id) RETURNING delivery_id),"
             " done AS (DELETE FROM delivery_queue AS q USING u WHERE q.delivery_id = u.id"
             " AND q.lease_owner = $10 AND u.status <> 'pending' RETURNING q.delivery_id),"
             " again AS (UPDATE delivery_queue AS q SET due_at = u.due, lease_owner = NULL,"
@@ -205,15 +268,17 @@ class PostgresTx(SqlTx):
             " AND u.status = 'pending' RETURNING q.delivery_id),"
             " mine AS (SELECT delivery_id FROM done UNION ALL SELECT delivery_id FROM again),"
             " answered AS (UPDATE webhook_endpoints SET exhausted_in_row = 0"
-            " WHERE id = ANY($12::text[]) AND exhausted_in_row <> 0)"
-            " UPDATE deliveries AS d SET status = u.status, attempts = u.number,"
+            " WHERE id = ANY($12::text[]) AND exhausted_in_row <> 0),"
+            " updated AS (UPDATE deliveries AS d SET status = u.status, attempts = u.number,"
             " next_attempt_at = u.due, last_status_code = u.code, last_error = u.error,"
-            " updated_at = $11 FROM u, mine WHERE d.id = u.id AND mine.delivery_id = u.id",
+            " updated_at = $11 FROM u, mine WHERE d.id = u.id AND mine.delivery_id = u.id)"
+            " SELECT delivery_id FROM attempts",
             *(list(column) for column in columns),
             owner,
             now,
             succeeded_endpoints(results),
         )
+        return [row["delivery_id"] for row in rows]
 
 
 def normalise_url(url: str) -> str:
@@ -226,10 +291,19 @@ def normalise_url(url: str) -> str:
 class PostgresStore:
     dialect = "postgres"
 
-    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 10,
+        timeout: float = DEFAULT_DATABASE_TIMEOUT,
+    ) -> None:
         self.url = normalise_url(url)
         self.schema = schema
         self.pool_size = pool_size
+        self.timeout = timeout
+        """Seconds to wait for a pooled connection, a new connection or one statement."""
         self._pool: asyncpg.Pool | None = None
         self._steps: asyncpg.Pool | None = None
         """Connections whose commits do not wait for the disk, for single statements that are
@@ -237,14 +311,24 @@ class PostgresStore:
         database crash without harm: counting a request, leasing deliveries."""
         self.on_deliveries: list[Callable[[frozenset[str] | None], None]] = []
         """Called after a commit that queued deliveries (wakes in-process workers)."""
+        self.on_endpoints_changed: list[Callable[[frozenset[str]], None]] = []
+        """Called after a commit that changed, suspended or deleted endpoints."""
         self.origin = "@" + random_base62(12)
         """Heads this store's notifications: its own listeners skip them, as its
         ``on_deliveries`` callbacks have already told this process."""
 
+    def _session_settings(self) -> dict[str, str]:
+        settings = {"search_path": self.schema} if self.schema else {}
+        return {
+            **settings,
+            "statement_timeout": str(max(1, round(self.timeout * 1000))),  # milliseconds
+            "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT,
+        }
+
     async def open(self) -> None:
         if self._pool is not None:
             return
-        settings = {"search_path": self.schema} if self.schema else {}
+        settings = self._session_settings()
         try:
             self._pool = await self._create_pool(self.pool_size, settings)
             self._steps = await self._create_pool(2, {**settings, "synchronous_commit": "off"})
@@ -260,13 +344,31 @@ class PostgresStore:
             server_settings=settings,
             statement_cache_size=512,
             reset=_keep_session,
+            timeout=self.timeout,
+            command_timeout=self.timeout + CLIENT_GRACE,
         )
 
     async def close(self) -> None:
         pools, self._pool, self._steps = (self._pool, self._steps), None, None
         for pool in pools:
             if pool is not None:
-                await pool.close()
+                # A graceful close waits for the server to answer; one that does not is cut.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pool.close(), self.timeout)
+
+    async def _acquire(self, pool: asyncpg.Pool) -> _Driver:
+        try:
+            return _Driver(await pool.acquire(timeout=self.timeout))
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+
+    async def _release(self, pool: asyncpg.Pool, driver: _Driver) -> None:
+        """Give the connection back to its pool; one that failed on the client's side is closed
+        instead (waiting for its cancellation or its reset could outlast the request's limit)."""
+        if driver.broken:
+            driver.connection.terminate()
+        with contextlib.suppress(*_DRIVER_ERRORS):  # asyncpg closes what it cannot reset
+            await pool.release(driver.connection, timeout=self.timeout)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -279,39 +381,41 @@ class PostgresStore:
         # BEGIN and COMMIT go as plain statements, each together with what must accompany it
         # (synchronous_commit, NOTIFY) in one round trip; every round trip saved is one fewer
         # wake-up of this process and of the server.
-        try:
-            connection = await self.pool.acquire()
-        except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
+        pool = self.pool
+        driver = await self._acquire(pool)
         try:
             if readonly:
-                yield PostgresTx(_Driver(connection))
+                yield PostgresTx(driver)
                 return
-            try:
-                await connection.execute(BEGIN if durable else BEGIN_NOT_DURABLE)
-            except _DRIVER_ERRORS as error:
-                raise _translate(error) from error
-            tx = PostgresTx(_Driver(connection))
+            await driver.execute(BEGIN if durable else BEGIN_NOT_DURABLE)
+            tx = PostgresTx(driver)
             try:
                 yield tx
             except BaseException:
-                with contextlib.suppress(*_DRIVER_ERRORS):  # a broken connection is dropped
-                    await connection.execute("ROLLBACK")
+                await self._roll_back(driver)
                 raise
             try:
                 # LISTENers hear the NOTIFY when (and only if) this commits.
-                await connection.execute(
+                await driver.execute(
                     _commit_and_notify(self.origin, tx.woken) if tx.deliveries_created else "COMMIT"
                 )
-            except _DRIVER_ERRORS as error:
-                with contextlib.suppress(*_DRIVER_ERRORS):
-                    await connection.execute("ROLLBACK")
-                raise _translate(error) from error
+            except StorageError:
+                await self._roll_back(driver)
+                raise
         finally:
-            await self.pool.release(connection)
+            await self._release(pool, driver)
         if tx.deliveries_created:
             for wake in self.on_deliveries:
                 wake(tx.woken)
+        if tx.endpoints_changed:
+            for tell in self.on_endpoints_changed:
+                tell(frozenset(tx.endpoints_changed))
+
+    @staticmethod
+    async def _roll_back(driver: _Driver) -> None:
+        if not driver.broken:  # a broken connection is closed, which ends its transaction
+            with contextlib.suppress(StorageError):
+                await driver.execute("ROLLBACK")
 
     async def listen(
         self, wake: Callable[[frozenset[str] | None], None]
@@ -327,7 +431,9 @@ class PostgresStore:
 
         settings = {"search_path": self.schema} if self.schema else {}
         try:
-            connection = await asyncpg.connect(self.url, server_settings=settings)
+            connection = await asyncpg.connect(
+                self.url, server_settings=settings, timeout=self.timeout
+            )
             await connection.add_listener(WAKE_CHANNEL, heard)
         except _DRIVER_ERRORS as error:
             raise _translate(error) from error
@@ -347,16 +453,14 @@ class PostgresStore:
     @asynccontextmanager
     async def _step(self) -> AsyncIterator[PostgresTx]:
         """A ``Tx`` whose statements each commit on their own, without waiting for the disk."""
-        if self._steps is None:
+        steps = self._steps
+        if steps is None:
             raise StorageError("the store is not open")
+        driver = await self._acquire(steps)
         try:
-            connection = await self._steps.acquire()
-        except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
-        try:
-            yield PostgresTx(_Driver(connection))
+            yield PostgresTx(driver)
         finally:
-            await self._steps.release(connection)
+            await self._release(steps, driver)
 
     async def count_key_request(
         self, key_hash: str, window_start: int
@@ -371,38 +475,76 @@ class PostgresStore:
         async with self._step() as step:  # PostgresTx.claim_due is one statement
             return await step.claim_due(owner, now, lease_until, slots)
 
+    async def ping(self, within: float) -> None:
+        deadline = time.monotonic() + within
+        pool = self.pool
+        try:
+            connection = await pool.acquire(timeout=within)
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+        driver = _Driver(connection)
+        try:
+            left = max(deadline - time.monotonic(), 0.001)
+            await connection.fetchval("SELECT 1", timeout=left)
+        except _DRIVER_ERRORS as error:
+            raise driver.failure(error) from error
+        finally:
+            await self._release(pool, driver)
+
     async def schema_version(self) -> int:
-        async with self.pool.acquire() as connection:
-            exists = await connection.fetchval("SELECT to_regclass('schema_migrations')")
-            if exists is None:
+        async with self._transaction(readonly=True) as tx:
+            exists = await tx.db.fetchrow("SELECT to_regclass('schema_migrations') AS name")
+            if exists is None or exists["name"] is None:
                 return 0
-            version = await connection.fetchval("SELECT MAX(version) FROM schema_migrations")
-            return int(version or 0)
+            version = await tx.db.fetchrow("SELECT MAX(version) AS v FROM schema_migrations")
+            return int(version["v"] or 0) if version is not None else 0
 
     async def migrate(self, target: int | None = None) -> list[str]:
+        # Its own connection, without the pools' time limits: a migration may rewrite a large
+        # table, and waits on the advisory lock for as long as another process's migration runs.
+        try:
+            connection = await asyncpg.connect(
+                self.url,
+                server_settings={
+                    **self._session_settings(),
+                    "statement_timeout": "0",
+                    "idle_in_transaction_session_timeout": "0",
+                },
+                timeout=self.timeout,
+            )
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+        try:
+            return await self._migrate(connection, target)
+        except _DRIVER_ERRORS as error:
+            raise _translate(error) from error
+        finally:
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                await connection.close(timeout=self.timeout)
+
+    async def _migrate(self, connection: Any, target: int | None) -> list[str]:
         applied = []
-        async with self.pool.acquire() as connection:
-            for migration in migrations.load(self.dialect):
-                if target is not None and migration.version > target:
-                    break
-                async with connection.transaction():
-                    await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        for migration in migrations.load(self.dialect):
+            if target is not None and migration.version > target:
+                break
+            async with connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await connection.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                )
+                done = await connection.fetchval(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1", migration.version
+                )
+                if done is None:
+                    await connection.execute(migration.sql)
                     await connection.execute(
-                        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY,"
-                        " name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                        "INSERT INTO schema_migrations (version, name, applied_at)"
+                        " VALUES ($1, $2, (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)",
+                        migration.version,
+                        migration.name,
                     )
-                    done = await connection.fetchval(
-                        "SELECT 1 FROM schema_migrations WHERE version = $1", migration.version
-                    )
-                    if done is None:
-                        await connection.execute(migration.sql)
-                        await connection.execute(
-                            "INSERT INTO schema_migrations (version, name, applied_at)"
-                            " VALUES ($1, $2, (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)",
-                            migration.version,
-                            migration.name,
-                        )
-                        applied.append(f"{migration.version:04d}_{migration.name}")
+                    applied.append(f"{migration.version:04d}_{migration.name}")
         return applied
 
     async def describe_schema(self) -> dict[str, list[str]]:

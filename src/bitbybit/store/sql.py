@@ -28,6 +28,8 @@ from bitbybit.models import (
     Page,
     Product,
     QueueStats,
+    Recorded,
+    SealedSecrets,
     StoredResponse,
     Tenant,
     Variant,
@@ -54,6 +56,10 @@ class Driver(Protocol):
     def text_array(self, values: Sequence[str]) -> Any:
         """The parameter value that ``any_of_json_array`` expects."""
         ...
+
+    key_share: str
+    """A locking clause that keeps the selected rows from being deleted until the transaction
+    ends (PostgreSQL ``FOR KEY SHARE``; empty on SQLite, whose writers are serialised)."""
 
 
 def _dumps(value: Any) -> str:
@@ -187,6 +193,15 @@ def _endpoint(row: Row) -> Endpoint:
     )
 
 
+def _sealed(row: Row) -> SealedSecrets:
+    return SealedSecrets(
+        endpoint_id=row["id"],
+        tenant=Tenant(row["company_id"], row["mode"]),
+        secret=row["secret"],
+        next_secret=row["next_secret"],
+    )
+
+
 def _delivery(row: Row) -> Delivery:
     return Delivery(
         id=row["id"],
@@ -262,6 +277,7 @@ class SqlTx:
 
     def __init__(self, driver: Driver) -> None:
         self.db = driver
+        self.endpoints_changed = set()
 
     # companies and keys ------------------------------------------------------------------------
 
@@ -412,6 +428,18 @@ class SqlTx:
             tenant.company_id,
             tenant.mode,
             key,
+        )
+
+    async def prune_stored_responses(self, created_before: int, limit: int) -> int:
+        # The batch is chosen through the created_at index, oldest first; the outer condition is
+        # checked again because on PostgreSQL a row can be replaced (same key, new request)
+        # between the choice and the delete, and the replacement is not expired.
+        return await self.db.execute(
+            "DELETE FROM idempotency_keys WHERE (company_id, mode, key) IN ("
+            " SELECT company_id, mode, key FROM idempotency_keys WHERE created_at < $1"
+            " ORDER BY created_at LIMIT $2) AND created_at < $1",
+            created_before,
+            limit,
         )
 
     # customers ---------------------------------------------------------------------------------
@@ -818,6 +846,7 @@ class SqlTx:
         )
 
     async def update_endpoint(self, tenant: Tenant, endpoint: Endpoint) -> None:
+        self.endpoints_changed.add(endpoint.id)
         await self.db.execute(
             "UPDATE webhook_endpoints SET url = $4, description = $5, events = $6, status = $7,"
             " secret = $8, next_secret = $9, next_secret_at = $10, multi_signature = $11,"
@@ -849,13 +878,56 @@ class SqlTx:
         )
         return [_endpoint(row) for row in rows]
 
+    async def fan_out_targets(self, tenant: Tenant) -> list[Endpoint]:
+        rows = await self.db.fetch(
+            f"SELECT {self._ENDPOINT_COLUMNS} FROM webhook_endpoints"
+            " WHERE company_id = $1 AND mode = $2 ORDER BY created_at, id" + self.db.key_share,
+            tenant.company_id,
+            tenant.mode,
+        )
+        return [_endpoint(row) for row in rows]
+
     async def count_endpoints(self, company_id: str) -> int:
         row = await self.db.fetchrow(
             "SELECT COUNT(*) AS n FROM webhook_endpoints WHERE company_id = $1", company_id
         )
         return int(row["n"]) if row is not None else 0
 
+    _SEALED_COLUMNS = "id, company_id, mode, secret, next_secret"
+
+    async def sample_sealed_secrets(self, limit: int) -> list[SealedSecrets]:
+        rows = await self.db.fetch(
+            f"SELECT {self._SEALED_COLUMNS} FROM (SELECT {self._SEALED_COLUMNS}"
+            " FROM webhook_endpoints ORDER BY updated_at DESC, id LIMIT $1) AS changed_last"
+            f" UNION SELECT {self._SEALED_COLUMNS} FROM (SELECT {self._SEALED_COLUMNS}"
+            " FROM webhook_endpoints ORDER BY created_at, id LIMIT $1) AS created_first",
+            limit,
+        )
+        return [_sealed(row) for row in rows]
+
+    async def page_sealed_secrets(self, after: str, limit: int) -> list[SealedSecrets]:
+        rows = await self.db.fetch(
+            f"SELECT {self._SEALED_COLUMNS} FROM webhook_endpoints WHERE id > $1"
+            " ORDER BY id LIMIT $2",
+            after,
+            limit,
+        )
+        return [_sealed(row) for row in rows]
+
+    async def reseal_secret(self, endpoint_id: str, old: str, new: str) -> bool:
+        replaced = await self.db.execute(
+            "UPDATE webhook_endpoints SET"
+            " secret = CASE WHEN secret = $2 THEN $3 ELSE secret END,"
+            " next_secret = CASE WHEN next_secret = $2 THEN $3 ELSE next_secret END"
+            " WHERE id = $1 AND (secret = $2 OR next_secret = $2)",
+            endpoint_id,
+            old,
+            new,
+        )
+        return replaced > 0
+
     async def delete_endpoint(self, tenant: Tenant, endpoint_id: str) -> bool:
+        self.endpoints_changed.add(endpoint_id)
         deleted = await self.db.execute(
             "DELETE FROM webhook_endpoints WHERE company_id = $1 AND mode = $2 AND id = $3",
             tenant.company_id,
@@ -866,6 +938,7 @@ class SqlTx:
 
     async def hold_pending(self, endpoint_id: str, now: int) -> int:
         """Hold the endpoint's pending deliveries (it was suspended or disabled)."""
+        self.endpoints_changed.add(endpoint_id)
         held = await self.db.execute(
             "UPDATE deliveries SET status = 'held', updated_at = $2 WHERE id IN"
             " (SELECT delivery_id FROM delivery_queue WHERE endpoint_id = $1)",
@@ -883,6 +956,10 @@ class SqlTx:
 
     deliveries_created = False
     """Set when this transaction made deliveries pending, so the store wakes workers on commit."""
+    endpoints_changed: set[str]
+    """Endpoints this transaction changed, suspended or deleted: on commit, workers drop the
+    deliveries of theirs they hold in memory, claimed and not started (claimed with the old URL
+    or secret, or for an endpoint that is gone)."""
     woken: frozenset[str] | None = frozenset()
     """The endpoints those deliveries are for (``None``: not known), so a woken worker can claim
     for them at once instead of first asking which endpoints have work."""
@@ -1087,17 +1164,19 @@ class SqlTx:
 
     async def record_attempts(
         self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
-    ) -> list[str]:
-        """Record attempts and their outcomes; returns the endpoints this suspended."""
+    ) -> Recorded:
+        """Record attempts and their outcomes, and suspend endpoints the rule says to."""
         if not results:
-            return []
-        await self._write_results(owner, results, now)
+            return Recorded([], [])
+        kept = set(await self._write_results(owner, results, now))
         suspended: list[str] = []
         for result in results:
+            if result.delivery_id not in kept:
+                continue
             reason = None
             if result.gone:
                 reason = "the endpoint answered 410 Gone"
-            elif result.status == "failed":
+            elif result.status == "failed" and not result.ours:
                 row = await self.db.fetchrow(
                     "UPDATE webhook_endpoints SET exhausted_in_row = exhausted_in_row + 1"
                     " WHERE id = $1 RETURNING exhausted_in_row, status",
@@ -1116,7 +1195,8 @@ class SqlTx:
                 if touched:
                     await self.hold_pending(result.endpoint_id, now)
                     suspended.append(result.endpoint_id)
-        return suspended
+        vanished = [r.delivery_id for r in results if r.delivery_id not in kept]
+        return Recorded(suspended, vanished)
 
     async def count_deliveries(self, status: str) -> int:
         row = await self.db.fetchrow(
@@ -1129,14 +1209,24 @@ class SqlTx:
         " status_code, error, response_body, worker)"
     )
 
-    async def _write_results(self, owner: str, results: Sequence[AttemptResult], now: int) -> None:
+    async def _write_results(
+        self, owner: str, results: Sequence[AttemptResult], now: int
+    ) -> list[str]:
         """Attempt rows, the deliveries' new state and their queue rows; a success also ends
-        its endpoint's run of exhausted events.
+        its endpoint's run of exhausted events. Returns the deliveries recorded: a delivery
+        deleted meanwhile (with its endpoint) is skipped.
 
         An outcome counts only while this worker still holds the lease: if the lease ran out and
         another worker claimed the delivery, that worker's attempt decides (this one is still
         recorded as an attempt).
         """
+        # Writers are serialised (BEGIN IMMEDIATE), so what exists now still exists at commit.
+        found = await self.db.fetch(
+            f"SELECT id FROM deliveries WHERE id IN ({_in(1, len(results))})",
+            *(r.delivery_id for r in results),
+        )
+        existing = {row["id"] for row in found}
+        results = [r for r in results if r.delivery_id in existing]
         await self.db.executemany(
             self._ATTEMPT_INSERT + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             [
@@ -1186,6 +1276,7 @@ class SqlTx:
             " WHERE id = $1 AND exhausted_in_row <> 0",
             [(endpoint_id,) for endpoint_id in succeeded_endpoints(results)],
         )
+        return [r.delivery_id for r in results]
 
     async def queue_stats(self, now: int) -> QueueStats:
         row = await self.db.fetchrow(
