@@ -1,8 +1,10 @@
 """The storage port: what the services ask of a database, in domain terms.
 
-One implementation of the domain methods (``store/sql.py``) runs over a small driver interface;
-``store/sqlite.py`` and ``store/postgres.py`` supply the drivers, transactions and the few
-statements that differ between dialects. Nothing outside ``store/`` sees SQL.
+One implementation of the domain methods (``store/sql/``, one module per subject) runs over a
+small driver interface; ``store/sqlite.py`` and ``store/postgres.py`` supply the drivers,
+transactions and the few statements that differ between dialects. Nothing outside ``store/`` sees
+SQL. ``Tx`` is one protocol per subject (the same subjects as the modules of ``store/sql/``), so a
+service or a test double can ask for the part it uses.
 """
 
 from __future__ import annotations
@@ -34,10 +36,9 @@ from bitbybit.models import (
 )
 
 
-class Tx(Protocol):
-    """One transaction. Leaving the ``write()`` block normally commits, an exception rolls back."""
+class AccountsTx(Protocol):
+    """Companies, API keys, their rate-limit windows and the per-company counters."""
 
-    # companies and keys
     async def insert_company(self, company: Company) -> None: ...
     async def get_company(self, company_id: str) -> Company | None: ...
     async def insert_api_key(self, key: ApiKey, key_hash: str) -> None: ...
@@ -49,7 +50,10 @@ class Tx(Protocol):
     async def count_request(self, key_id: str, window_start: int) -> int: ...
     async def next_counter(self, tenant: Tenant, name: str) -> int: ...
 
-    # idempotency
+
+class IdempotencyTx(Protocol):
+    """Stored responses of idempotent requests."""
+
     async def get_stored_response(self, tenant: Tenant, key: str) -> StoredResponse | None: ...
     async def store_response(self, tenant: Tenant, key: str, response: StoredResponse) -> None: ...
     async def finish_stored_response(
@@ -62,7 +66,10 @@ class Tx(Protocol):
         a large backlog never holds the write lock for long."""
         ...
 
-    # customers
+
+class CustomersTx(Protocol):
+    """Customers."""
+
     async def insert_customer(self, tenant: Tenant, customer: Customer) -> None: ...
     async def update_customer(self, tenant: Tenant, customer: Customer) -> None: ...
     async def get_customer(self, tenant: Tenant, customer_id: str) -> Customer | None: ...
@@ -72,7 +79,10 @@ class Tx(Protocol):
     async def delete_customer(self, tenant: Tenant, customer_id: str) -> bool: ...
     async def list_customers(self, tenant: Tenant, query: ListQuery) -> Page: ...
 
-    # products
+
+class ProductsTx(Protocol):
+    """Products and their variants."""
+
     async def insert_product(self, tenant: Tenant, product: Product) -> None: ...
     async def update_product(self, tenant: Tenant, product: Product) -> None: ...
     async def get_product(self, tenant: Tenant, product_id: str) -> Product | None: ...
@@ -84,18 +94,27 @@ class Tx(Protocol):
         """Variants by id, each with its product's name."""
         ...
 
-    # orders
+
+class OrdersTx(Protocol):
+    """Orders."""
+
     async def insert_order(self, tenant: Tenant, order: Order) -> None: ...
     async def update_order(self, tenant: Tenant, order: Order) -> None: ...
     async def get_order(self, tenant: Tenant, order_id: str) -> Order | None: ...
     async def list_orders(self, tenant: Tenant, query: ListQuery) -> Page: ...
 
-    # events (the transactional outbox)
+
+class EventsTx(Protocol):
+    """Events: the transactional outbox, written in the transaction of the change they announce."""
+
     async def insert_event(self, tenant: Tenant, event: Event) -> None: ...
     async def get_event(self, tenant: Tenant, event_id: str) -> Event | None: ...
     async def list_events(self, tenant: Tenant, query: ListQuery) -> Page: ...
 
-    # webhook endpoints
+
+class EndpointsTx(Protocol):
+    """Webhook endpoints and their sealed (encrypted) signing secrets."""
+
     async def insert_endpoint(self, tenant: Tenant, endpoint: Endpoint) -> None: ...
     async def update_endpoint(self, tenant: Tenant, endpoint: Endpoint) -> None: ...
     async def get_endpoint(self, tenant: Tenant, endpoint_id: str) -> Endpoint | None: ...
@@ -122,7 +141,10 @@ class Tx(Protocol):
         the same secret encrypted afresh; False if ``old`` was no longer stored."""
         ...
 
-    # deliveries
+
+class DeliveriesTx(Protocol):
+    """Deliveries as the API sees them: queued by the outbox, listed, retried by hand, recovered."""
+
     async def queue_deliveries(
         self, tenant: Tenant, event: Event, endpoints: list[Endpoint], now: int
     ) -> list[str]: ...
@@ -140,8 +162,14 @@ class Tx(Protocol):
     async def list_attempts(self, delivery_id: str) -> list[Attempt]: ...
     async def requeue(self, delivery_ids: Sequence[str], now: int) -> int: ...
     async def recoverable(self, endpoint_id: str, since: int | None) -> list[str]: ...
+    async def count_deliveries(self, status: str) -> int:
+        """Deliveries in ``status`` across every company (operations, benchmarks)."""
+        ...
 
-    # the delivery worker
+
+class QueueTx(Protocol):
+    """The delivery worker's side of the queue: which endpoints have work, leases, attempts."""
+
     async def due_endpoints(self, now: int) -> list[str]: ...
     async def release(self, owner: str, delivery_ids: Sequence[str], now: int) -> None: ...
     async def record_attempts(
@@ -152,9 +180,21 @@ class Tx(Protocol):
         ...
 
     async def queue_stats(self, now: int) -> QueueStats: ...
-    async def count_deliveries(self, status: str) -> int:
-        """Deliveries in ``status`` across every company (operations, benchmarks)."""
-        ...
+
+
+class Tx(
+    AccountsTx,
+    IdempotencyTx,
+    CustomersTx,
+    ProductsTx,
+    OrdersTx,
+    EventsTx,
+    EndpointsTx,
+    DeliveriesTx,
+    QueueTx,
+    Protocol,
+):
+    """One transaction. Leaving the ``write()`` block normally commits, an exception rolls back."""
 
 
 class Store(Protocol):

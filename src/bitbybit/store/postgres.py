@@ -19,7 +19,8 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -91,6 +92,35 @@ def _on_client_side(error: BaseException) -> bool:
     return not isinstance(error, asyncpg.PostgresError)
 
 
+class _Translated:
+    """``with _Translated(driver):``: an error of asyncpg's (``_DRIVER_ERRORS``) leaving the block
+    is raised as ``driver.failure`` makes it (which also notes a connection broken on the client's
+    side), the original as its cause; ``with _translated:`` (no driver) as ``_translate`` makes it.
+    The one place asyncpg's errors are caught and translated (a class, not ``@contextmanager``:
+    it costs a fraction of a generator's set-up per statement)."""
+
+    __slots__ = ("driver",)
+
+    def __init__(self, driver: _Driver | None = None) -> None:
+        self.driver = driver
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(error, _DRIVER_ERRORS):
+            failure = _translate if self.driver is None else self.driver.failure
+            raise failure(error) from error
+
+
+_translated = _Translated()
+
+
 class _Driver:
     def __init__(self, connection: Any) -> None:
         """``connection`` is an asyncpg connection or the pool's proxy of one."""
@@ -104,32 +134,24 @@ class _Driver:
         return _translate(error)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        try:
+        with _Translated(self):
             row: Row | None = await self.connection.fetchrow(sql, *args)
-        except _DRIVER_ERRORS as error:
-            raise self.failure(error) from error
         return row
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
+        with _Translated(self):
             rows: list[Row] = await self.connection.fetch(sql, *args)
-        except _DRIVER_ERRORS as error:
-            raise self.failure(error) from error
         return rows
 
     async def execute(self, sql: str, *args: Any) -> int:
-        try:
+        with _Translated(self):
             status: str = await self.connection.execute(sql, *args)
-        except _DRIVER_ERRORS as error:
-            raise self.failure(error) from error
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        try:
+        with _Translated(self):
             await self.connection.executemany(sql, rows)
-        except _DRIVER_ERRORS as error:
-            raise self.failure(error) from error
 
     def any_of_json_array(self, column: str, placeholder: str) -> str:
         return f"(({column})::jsonb ?| {placeholder}::text[])"
@@ -357,10 +379,8 @@ class PostgresStore:
                     await asyncio.wait_for(pool.close(), self.timeout)
 
     async def _acquire(self, pool: asyncpg.Pool) -> _Driver:
-        try:
+        with _translated:
             return _Driver(await pool.acquire(timeout=self.timeout))
-        except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
 
     async def _release(self, pool: asyncpg.Pool, driver: _Driver) -> None:
         """Give the connection back to its pool; one that failed on the client's side is closed
@@ -377,7 +397,7 @@ class PostgresStore:
         return self._pool
 
     @asynccontextmanager
-    async def _transaction(self, readonly: bool, durable: bool = True) -> AsyncIterator[SqlTx]:
+    async def _transaction(self, readonly: bool, durable: bool = True) -> AsyncIterator[PostgresTx]:
         # BEGIN and COMMIT go as plain statements, each together with what must accompany it
         # (synchronous_commit, NOTIFY) in one round trip; every round trip saved is one fewer
         # wake-up of this process and of the server.
@@ -430,13 +450,11 @@ class PostgresStore:
                 wake(frozenset(names.split()) or None)
 
         settings = {"search_path": self.schema} if self.schema else {}
-        try:
+        with _translated:
             connection = await asyncpg.connect(
                 self.url, server_settings=settings, timeout=self.timeout
             )
             await connection.add_listener(WAKE_CHANNEL, heard)
-        except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
 
         async def close() -> None:
             if not connection.is_closed():
@@ -444,10 +462,10 @@ class PostgresStore:
 
         return close
 
-    def write(self, *, durable: bool = True) -> Any:
+    def write(self, *, durable: bool = True) -> AbstractAsyncContextManager[PostgresTx]:
         return self._transaction(readonly=False, durable=durable)
 
-    def read(self) -> Any:
+    def read(self) -> AbstractAsyncContextManager[PostgresTx]:
         return self._transaction(readonly=True)
 
     @asynccontextmanager
@@ -478,16 +496,13 @@ class PostgresStore:
     async def ping(self, within: float) -> None:
         deadline = time.monotonic() + within
         pool = self.pool
-        try:
+        with _translated:
             connection = await pool.acquire(timeout=within)
-        except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
         driver = _Driver(connection)
         try:
             left = max(deadline - time.monotonic(), 0.001)
-            await connection.fetchval("SELECT 1", timeout=left)
-        except _DRIVER_ERRORS as error:
-            raise driver.failure(error) from error
+            with _Translated(driver):
+                await connection.fetchval("SELECT 1", timeout=left)
         finally:
             await self._release(pool, driver)
 
@@ -502,7 +517,7 @@ class PostgresStore:
     async def migrate(self, target: int | None = None) -> list[str]:
         # Its own connection, without the pools' time limits: a migration may rewrite a large
         # table, and waits on the advisory lock for as long as another process's migration runs.
-        try:
+        with _translated:
             connection = await asyncpg.connect(
                 self.url,
                 server_settings={
@@ -512,12 +527,9 @@ class PostgresStore:
                 },
                 timeout=self.timeout,
             )
-        except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
         try:
-            return await self._migrate(connection, target)
-        except _DRIVER_ERRORS as error:
-            raise _translate(error) from error
+            with _translated:
+                return await self._migrate(connection, target)
         finally:
             with contextlib.suppress(*_DRIVER_ERRORS):
                 await connection.close(timeout=self.timeout)

@@ -1,0 +1,198 @@
+"""Deliveries as the API sees them: queued by the outbox, listed, retried by hand, recovered.
+
+The delivery worker's side of the same tables (leases, attempts recorded) is ``queue.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bitbybit.ids import new_id
+from bitbybit.models import Attempt, Delivery, Endpoint, Event, Page, Tenant
+from bitbybit.store.sql.driver import Driver, Row, _in, _Where
+
+
+def _delivery(row: Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        event_type=row["type"],
+        endpoint_id=row["endpoint_id"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class DeliveriesSql:
+    """Implements ``store.base.DeliveriesTx`` over a ``Driver`` (composed into ``SqlTx``)."""
+
+    db: Driver
+
+    # A delivery is pending exactly while it has a row in ``delivery_queue``, which holds when it
+    # is due and who leases it. The worker's frequent writes go to that narrow table; a delivery's
+    # own row changes once per attempt, and none of its indexed columns ever do.
+
+    deliveries_created = False
+    """Set when this transaction made deliveries pending, so the store wakes workers on commit."""
+    woken: frozenset[str] | None = frozenset()
+    """The endpoints those deliveries are for (``None``: not known), so a woken worker can claim
+    for them at once instead of first asking which endpoints have work."""
+
+    def _made_pending(self, endpoint_ids: frozenset[str] | None) -> None:
+        self.deliveries_created = True
+        self.woken = (
+            None if endpoint_ids is None or self.woken is None else self.woken | endpoint_ids
+        )
+
+    async def queue_deliveries(
+        self, tenant: Tenant, event: Event, endpoints: list[Endpoint], now: int
+    ) -> list[str]:
+        """One delivery of ``event`` per endpoint: pending, or held if the endpoint is suspended."""
+        rows = [
+            (
+                new_id("dlv"),
+                event.id,
+                endpoint.id,
+                tenant.company_id,
+                tenant.mode,
+                "pending" if endpoint.status == "active" else "held",
+                now,
+            )
+            for endpoint in endpoints
+        ]
+        if not rows:
+            return []
+        await self._insert_deliveries(rows, now)
+        pending = frozenset(row[2] for row in rows if row[5] == "pending")
+        if pending:
+            self._made_pending(pending)
+        return [row[0] for row in rows]
+
+    _DELIVERY_INSERT = (
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
+        " attempts, next_attempt_at, created_at, updated_at)"
+    )
+
+    async def _insert_deliveries(self, rows: Sequence[tuple[Any, ...]], now: int) -> None:
+        """The delivery rows, and a queue row for each pending one."""
+        await self.db.executemany(
+            self._DELIVERY_INSERT + " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7)", rows
+        )
+        await self.db.executemany(
+            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at) VALUES ($1, $2, $3)",
+            [(row[0], row[2], now) for row in rows if row[5] == "pending"],
+        )
+
+    _DELIVERY_COLUMNS = (
+        "d.id, d.event_id, ev.type, d.endpoint_id, d.status, d.attempts, d.next_attempt_at,"
+        " d.last_status_code, d.last_error, d.created_at, d.updated_at"
+    )
+
+    async def get_delivery(self, tenant: Tenant, delivery_id: str) -> Delivery | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN events ev"
+            " ON ev.id = d.event_id WHERE d.company_id = $1 AND d.mode = $2 AND d.id = $3",
+            tenant.company_id,
+            tenant.mode,
+            delivery_id,
+        )
+        return None if row is None else _delivery(row)
+
+    async def list_deliveries(
+        self,
+        tenant: Tenant,
+        *,
+        endpoint_id: str | None = None,
+        event_id: str | None = None,
+        statuses: tuple[str, ...] = (),
+        page: int = 1,
+        limit: int = 100,
+    ) -> Page:
+        where = _Where(tenant)
+        where.conditions = ["d.company_id = $1", "d.mode = $2"]
+        if endpoint_id is not None:
+            where.add(f"d.endpoint_id = {where.param(endpoint_id)}")
+        if event_id is not None:
+            where.add(f"d.event_id = {where.param(event_id)}")
+        if statuses:
+            where.add(f"d.status IN ({', '.join(where.param(s) for s in statuses)})")
+        count_row = await self.db.fetchrow(
+            f"SELECT COUNT(*) AS n FROM deliveries d WHERE {where.sql()}", *where.args
+        )
+        total = int(count_row["n"]) if count_row is not None else 0
+        limit_param = where.param(limit)
+        offset_param = where.param((page - 1) * limit)
+        rows = await self.db.fetch(
+            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN events ev"
+            f" ON ev.id = d.event_id WHERE {where.sql()}"
+            f" ORDER BY d.created_at DESC, d.id DESC LIMIT {limit_param} OFFSET {offset_param}",
+            *where.args,
+        )
+        return Page([_delivery(row) for row in rows], total, page, limit)
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        rows = await self.db.fetch(
+            "SELECT number, started_at, latency_ms, status_code, error, response_body"
+            " FROM delivery_attempts WHERE delivery_id = $1 ORDER BY number, seq",
+            delivery_id,
+        )
+        return [
+            Attempt(
+                row["number"],
+                row["started_at"],
+                row["latency_ms"],
+                row["status_code"],
+                row["error"],
+                None if row["response_body"] is None else bytes(row["response_body"]),
+            )
+            for row in rows
+        ]
+
+    async def requeue(self, delivery_ids: Sequence[str], now: int) -> int:
+        """Make deliveries pending and due now (manual retry, recovery)."""
+        if not delivery_ids:
+            return 0
+        touched = await self.db.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1"
+            f" WHERE id IN ({_in(2, len(delivery_ids))})",
+            now,
+            *delivery_ids,
+        )
+        await self.db.execute(
+            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
+            f" SELECT id, endpoint_id, $1 FROM deliveries WHERE id IN ({_in(2, len(delivery_ids))})"
+            " ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at,"
+            " lease_owner = NULL, lease_expires_at = NULL",
+            now,
+            *delivery_ids,
+        )
+        if touched:
+            self._made_pending(None)
+        return touched
+
+    async def recoverable(self, endpoint_id: str, since: int | None) -> list[str]:
+        """Deliveries reactivation re-queues: every held one, and failed ones since ``since``."""
+        if since is None:
+            rows = await self.db.fetch(
+                "SELECT id FROM deliveries WHERE endpoint_id = $1 AND status = 'held'",
+                endpoint_id,
+            )
+        else:
+            rows = await self.db.fetch(
+                "SELECT id FROM deliveries WHERE endpoint_id = $1 AND (status = 'held'"
+                " OR (status = 'failed' AND updated_at >= $2))",
+                endpoint_id,
+                since,
+            )
+        return [row["id"] for row in rows]
+
+    async def count_deliveries(self, status: str) -> int:
+        row = await self.db.fetchrow(
+            "SELECT COUNT(*) AS n FROM deliveries WHERE status = $1", status
+        )
+        return int(row["n"]) if row is not None else 0

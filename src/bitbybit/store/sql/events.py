@@ -1,0 +1,55 @@
+"""Events: the transactional outbox, written in the transaction of the change they announce."""
+
+from __future__ import annotations
+
+from bitbybit.models import Event, ListQuery, Page, Tenant
+from bitbybit.store.sql.driver import ListsSql, Row, _Where
+
+
+def _event(row: Row) -> Event:
+    return Event(
+        id=row["id"], type=row["type"], payload=bytes(row["payload"]), created_at=row["created_at"]
+    )
+
+
+class EventsSql(ListsSql):
+    """Implements ``store.base.EventsTx`` over a ``Driver`` (composed into ``SqlTx``)."""
+
+    async def insert_event(self, tenant: Tenant, event: Event) -> None:
+        await self.db.execute(
+            "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            event.id,
+            tenant.company_id,
+            tenant.mode,
+            event.type,
+            event.payload,
+            event.created_at,
+        )
+
+    async def get_event(self, tenant: Tenant, event_id: str) -> Event | None:
+        row = await self.db.fetchrow(
+            "SELECT id, type, payload, created_at FROM events"
+            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            event_id,
+        )
+        return None if row is None else _event(row)
+
+    async def list_events(self, tenant: Tenant, query: ListQuery) -> Page:
+        where = _Where(tenant)
+        self._common_filters(where, query)
+        sorted_query = ListQuery(query.page, query.limit, sort_field="created_at", sort_desc=True)
+        count_row = await self.db.fetchrow(
+            f"SELECT COUNT(*) AS n FROM events WHERE {where.sql()}", *where.args
+        )
+        total = int(count_row["n"]) if count_row is not None else 0
+        limit = where.param(sorted_query.limit)
+        offset = where.param((sorted_query.page - 1) * sorted_query.limit)
+        rows = await self.db.fetch(
+            f"SELECT id, type, payload, created_at FROM events WHERE {where.sql()}"
+            f" ORDER BY seq DESC LIMIT {limit} OFFSET {offset}",
+            *where.args,
+        )
+        return Page([_event(row) for row in rows], total, query.page, query.limit)
