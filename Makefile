@@ -18,6 +18,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports --no-logo  # the layering contracts in pyproject.toml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -32,4 +33,4 @@ bench-deps: $(STAMP)
 	test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -24,7 +24,7 @@ from tests.integration.servers import cli, serve
 
 from bitbybit.config import Settings
 from bitbybit.models import ListQuery, Tenant
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 
 HERE = Path(__file__).resolve().parent
 

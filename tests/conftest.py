@@ -18,7 +18,8 @@ import pytest
 from bitbybit.api.app import create_app
 from bitbybit.config import Settings
 from bitbybit.models import ApiKey, Company
-from bitbybit.services import Platform, access
+from bitbybit.runtime import Platform
+from bitbybit.services import access
 from bitbybit.store import Store
 from bitbybit.store.postgres import PostgresStore
 from bitbybit.store.sqlite import SQLiteStore

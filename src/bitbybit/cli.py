@@ -18,7 +18,8 @@ import typer
 
 from bitbybit.config import Settings
 from bitbybit.errors import BitbybitError, NotFound
-from bitbybit.services import Platform, access
+from bitbybit.runtime import Platform
+from bitbybit.services import access
 from bitbybit.stopping import GracefulStop
 
 T = TypeVar("T")

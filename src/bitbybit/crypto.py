@@ -7,7 +7,7 @@ once into a 0600 file beside the database (with a warning); PostgreSQL deploymen
 must share the key, refuse to start.
 
 A key that cannot decrypt what the database holds is a configuration error found at start
-(``services.secret_keys.check_secret_key``), not at the first delivery: there every attempt
+(``runtime.Platform.check_secret_key``), not at the first delivery: there every attempt
 would fail, use up its retries and suspend its endpoint.
 """
 

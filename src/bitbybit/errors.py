@@ -5,18 +5,26 @@ envelope in one place (``api/errors.py``), the CLI prints their message. Lower-l
 HTTP) are translated where they are raised and never leak past the boundary that saw them.
 
     BitbybitError
-    ├── DomainError                 a request cannot be carried out as asked
-    │   ├── ValidationFailed        bad input, with per-field details
-    │   ├── NotFound                no such object for this company and mode
-    │   ├── Conflict                duplicate email/phone, idempotency clash, active ticket …
-    │   ├── AuthError               missing/invalid/revoked key        (401)
-    │   ├── AccessDenied            missing scope, address not allowed (403)
-    │   ├── RateLimited             too many requests for this key     (429)
-    │   └── PayloadTooLarge         request body over the limit        (413)
+    ├── DomainError                 a request cannot be carried out as asked     (400)
+    │   ├── ValidationFailed        bad input, with per-field details            (400)
+    │   │   └── TargetRefused       a webhook URL that may not be called         (400)
+    │   ├── NotFound                no such object for this company and mode     (404)
+    │   ├── Conflict                duplicate email/phone, idempotency clash …   (409)
+    │   ├── AuthError               missing/invalid/revoked key                  (401)
+    │   ├── AccessDenied            missing scope, address not allowed           (403)
+    │   ├── RateLimited             too many requests for this key               (429)
+    │   └── PayloadTooLarge         request body over the limit                  (413)
     ├── StorageError                the database failed or is unreachable
-    │   └── StorageUnavailable
+    │   ├── StorageUnavailable      unreachable, locked or slow (the API: 503, Retry-After)
+    │   └── IntegrityViolation      a uniqueness constraint refused a write (a race)
     └── ConfigurationError          the process cannot start as configured
-"""
+
+The statuses in parentheses are the API's answers to domain errors (``STATUS`` in
+``api/errors.py``). Defined outside this module: ``TargetRefused``, in ``delivery/ssrf.py`` where
+webhook URLs are vetted. ``tests/unit/test_errors.py`` keeps this tree whole and true: it fails
+when a subclass of ``BitbybitError`` anywhere in bitbybit is missing here or sits under another
+parent, when the tree names a class that does not exist, when a ``DomainError`` class has no
+status of its own in ``STATUS``, or when a status written here differs from it."""
 
 from __future__ import annotations
 

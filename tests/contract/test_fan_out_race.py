@@ -12,8 +12,9 @@ import asyncio
 
 from bitbybit.ids import new_id
 from bitbybit.models import Event, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate
-from bitbybit.services import Platform, access, webhooks
+from bitbybit.services import access, webhooks
 
 
 async def test_a_delete_waits_for_the_fan_out_that_read_its_endpoint(

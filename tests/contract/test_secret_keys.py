@@ -13,8 +13,9 @@ import pytest
 
 from bitbybit.errors import ConfigurationError
 from bitbybit.models import Endpoint, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate
-from bitbybit.services import Platform, webhooks
+from bitbybit.services import webhooks
 from bitbybit.services.secret_keys import rotate_secret_key
 from bitbybit.store import Store
 from tests.conftest import Account

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bitbybit.clock import system_clock
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 from tests.conftest import with_settings
 
 FAST = (0.01, 0.01, 0.01, 0.01)

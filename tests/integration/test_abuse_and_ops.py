@@ -38,7 +38,8 @@ from bitbybit.delivery import ssrf
 from bitbybit.delivery.worker import Worker
 from bitbybit.errors import ConfigurationError
 from bitbybit.models import StoredResponse, Tenant
-from bitbybit.services import Platform, access, idempotency
+from bitbybit.runtime import Platform
+from bitbybit.services import access, idempotency
 from bitbybit.store import Store
 from bitbybit.store.sql import SqlTx
 from bitbybit.store.sqlite import SQLiteStore

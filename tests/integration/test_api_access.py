@@ -16,7 +16,8 @@ import pytest
 
 from bitbybit.errors import ValidationFailed
 from bitbybit.models import ListQuery, Tenant
-from bitbybit.services import Platform, access
+from bitbybit.runtime import Platform
+from bitbybit.services import access
 from bitbybit.services.idempotency import TTL_MS
 from bitbybit.store import Store
 from bitbybit.store.postgres import PostgresStore

@@ -17,7 +17,8 @@ import pytest
 from bitbybit.api import errors as api_errors
 from bitbybit.errors import StorageError, StorageUnavailable
 from bitbybit.models import ListQuery, Tenant
-from bitbybit.services import Platform, customers, orders, products
+from bitbybit.runtime import Platform
+from bitbybit.services import customers, orders, products
 from tests.conftest import CUSTOMERS, ORDERS, PRODUCTS, Account
 
 ALIAS = "/customer/api/open/v1"

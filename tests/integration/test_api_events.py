@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bitbybit.models import Event, ListQuery, Tenant
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 from bitbybit.store.sql import SqlTx
 from tests.conftest import CUSTOMERS, ORDERS, PRODUCTS, Account, FakeClock
 

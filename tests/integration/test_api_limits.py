@@ -25,8 +25,9 @@ from bitbybit.delivery.sender import Sender
 from bitbybit.delivery.worker import Worker
 from bitbybit.limits import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, json_depth
 from bitbybit.models import Event, ListQuery, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate
-from bitbybit.services import Platform, webhooks
+from bitbybit.services import webhooks
 from bitbybit.store import Tx
 from tests.conftest import CUSTOMERS, ORDERS, PRODUCTS, Account, client_for, with_settings
 from tests.integration.receivers import receiver

@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 from bitbybit.models import Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate
-from bitbybit.services import Platform, customers
+from bitbybit.services import customers
 from bitbybit.store import Tx
 from tests.conftest import CUSTOMERS, ORDERS, PRODUCTS, Account, FakeClock, make_account
 

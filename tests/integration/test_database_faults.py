@@ -38,7 +38,7 @@ from bitbybit.errors import (
     StorageUnavailable,
 )
 from bitbybit.models import Company
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 from bitbybit.store import migrations
 from bitbybit.store.postgres import PostgresStore, _Driver, _translate
 from bitbybit.store.sqlite import SQLiteStore

@@ -23,8 +23,9 @@ import pytest
 
 from bitbybit.config import Settings
 from bitbybit.models import Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate
-from bitbybit.services import Platform, access, webhooks
+from bitbybit.services import access, webhooks
 from bitbybit.store import Store
 from bitbybit.webhooks import verify
 from tests.conftest import DIALECTS

@@ -7,8 +7,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from bitbybit.models import Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate, EndpointCreate
-from bitbybit.services import Platform, customers, webhooks
+from bitbybit.services import customers, webhooks
 from bitbybit.store.postgres import PostgresStore
 from tests.conftest import Account
 

@@ -21,7 +21,7 @@ from bitbybit.config import Settings
 from bitbybit.delivery.metrics_server import serving_metrics
 from bitbybit.errors import StorageError
 from bitbybit.logs import configure_logging
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 from bitbybit.services.access import FailedAuthLimiter
 from bitbybit.services.idempotency import pruning
 

@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader
 
 from bitbybit.errors import ValidationFailed
 from bitbybit.models import ListQuery, Page
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 from bitbybit.services.access import Caller, FailedAuthLimiter, admit, authenticate
 from bitbybit.services.idempotency import request_hash, run_once
 from bitbybit.store import Tx

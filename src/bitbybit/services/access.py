@@ -14,7 +14,7 @@ from prometheus_client import Counter
 from bitbybit.errors import AccessDenied, AuthError, NotFound, RateLimited, ValidationFailed
 from bitbybit.ids import new_id, random_base62
 from bitbybit.models import ApiKey, Company, Mode, Tenant
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 
 SCOPES: Final = frozenset(
     {

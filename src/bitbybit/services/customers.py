@@ -5,8 +5,9 @@ from __future__ import annotations
 from bitbybit.errors import Conflict, IntegrityViolation, NotFound, ValidationFailed
 from bitbybit.ids import new_id
 from bitbybit.models import JSON, Customer, ListQuery, Page, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import AddressIn, CustomerCreate, CustomerUpdate
-from bitbybit.services import Platform, events, payloads
+from bitbybit.services import events, payloads
 from bitbybit.services.phones import normalise
 from bitbybit.store import Tx
 
@@ -81,6 +82,7 @@ async def insert(
 async def update(
     platform: Platform, tx: Tx, tenant: Tenant, customer_id: str, data: CustomerUpdate
 ) -> Customer:
+    """Change the fields ``data`` sent, in the caller's transaction; ``customer.updated``."""
     customer = await tx.get_customer(tenant, customer_id)
     if customer is None:
         raise NotFound(f"no customer {customer_id}")
@@ -115,6 +117,7 @@ async def update(
 
 
 async def delete(platform: Platform, tx: Tx, tenant: Tenant, customer_id: str) -> str:
+    """Delete the customer in the caller's transaction and record ``customer.deleted``."""
     if not await tx.delete_customer(tenant, customer_id):
         raise NotFound(f"no customer {customer_id}")
     await events.record(

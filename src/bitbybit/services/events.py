@@ -61,7 +61,8 @@ def too_large(
 async def record(
     tx: Tx, tenant: Tenant, event_type: str, payload: dict[str, Any], now: int
 ) -> Event:
-    """Write ``event_type`` with ``payload`` (already in the seed's key order) to the outbox."""
+    """Write ``event_type`` with ``payload`` (already in the seed's key order) to the outbox,
+    and queue its deliveries, in the caller's transaction: the change's own."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
     event = Event(new_id("evt"), event_type, body_of(event_type, payload), now)

@@ -25,7 +25,7 @@ import structlog
 
 from bitbybit.errors import Conflict, IntegrityViolation, ValidationFailed
 from bitbybit.models import StoredResponse, Tenant
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 from bitbybit.store import Tx
 
 T = TypeVar("T")

@@ -9,6 +9,7 @@ from bitbybit.errors import NotFound, ValidationFailed
 from bitbybit.ids import new_id
 from bitbybit.limits import MAX_PAYLOAD_BYTES
 from bitbybit.models import JSON, Customer, ListQuery, Order, Page, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import (
     MAX_MONEY,
     CustomerCreate,
@@ -16,7 +17,7 @@ from bitbybit.schemas import (
     OrderCustomerIn,
     OrderUpdate,
 )
-from bitbybit.services import Platform, customers, events, payloads
+from bitbybit.services import customers, events, payloads
 from bitbybit.services.phones import normalise
 from bitbybit.store import Tx
 from bitbybit.webhooks.body import encode_body
@@ -81,6 +82,8 @@ def _title(product_name: str, variant_key: str) -> str:
 
 
 async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: OrderCreate) -> Order:
+    """Create an order (and its customer, if new) inside the caller's transaction and record
+    ``order.created`` (and ``customer.created``)."""
     country = await platform.country_of(tx, tenant.company_id)
     wanted = [item.productVariantId for item in data.lineItems]
     variants = await tx.get_variants(tenant, list(dict.fromkeys(wanted)))
@@ -150,6 +153,8 @@ async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: OrderCreate) 
 async def update(
     platform: Platform, tx: Tx, tenant: Tenant, order_id: str, data: OrderUpdate
 ) -> Order:
+    """Change the statuses and fields ``data`` sent, in the caller's transaction;
+    ``order.updated``."""
     order = await tx.get_order(tenant, order_id)
     if order is None:
         raise NotFound(f"no order {order_id}")

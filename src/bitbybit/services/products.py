@@ -5,8 +5,9 @@ from __future__ import annotations
 from bitbybit.errors import NotFound
 from bitbybit.ids import new_id
 from bitbybit.models import ListQuery, Page, Product, Tenant, Variant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import ProductCreate, ProductUpdate, VariantIn
-from bitbybit.services import Platform, events, payloads
+from bitbybit.services import events, payloads
 from bitbybit.store import Tx
 
 
@@ -31,6 +32,7 @@ def _variants(items: list[VariantIn]) -> list[Variant]:
 
 
 async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: ProductCreate) -> Product:
+    """Create a product inside the caller's transaction and record ``product.created``."""
     now = platform.now()
     number = await tx.next_counter(tenant, "product")
     product = Product(
@@ -55,6 +57,7 @@ async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: ProductCreate
 async def update(
     platform: Platform, tx: Tx, tenant: Tenant, product_id: str, data: ProductUpdate
 ) -> Product:
+    """Change the fields ``data`` sent, in the caller's transaction; ``product.updated``."""
     product = await tx.get_product(tenant, product_id)
     if product is None:
         raise NotFound(f"no product {product_id}")
@@ -82,6 +85,7 @@ async def update(
 
 
 async def delete(platform: Platform, tx: Tx, tenant: Tenant, product_id: str) -> str:
+    """Delete the product in the caller's transaction and record ``product.deleted``."""
     if not await tx.delete_product(tenant, product_id):
         raise NotFound(f"no product {product_id}")
     await events.record(tx, tenant, "product.deleted", payloads.deleted(product_id), platform.now())

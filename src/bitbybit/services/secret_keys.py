@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from bitbybit.errors import ConfigurationError, NotFound
 from bitbybit.models import SealedSecrets
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 from bitbybit.services.webhooks import rotate_secret
 from bitbybit.store import Tx
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from bitbybit.errors import ValidationFailed
 from bitbybit.ids import random_base62
 from bitbybit.models import Event, ListQuery, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import (
     CustomerCreate,
     CustomerUpdate,
@@ -24,7 +25,7 @@ from bitbybit.schemas import (
     ShippingAddressIn,
     VariantIn,
 )
-from bitbybit.services import Platform, customers, orders, products
+from bitbybit.services import customers, orders, products
 from bitbybit.store import Tx
 
 Change = Callable[[Platform, Tx, Tenant], Awaitable[object]]

@@ -14,8 +14,8 @@ from bitbybit.errors import Conflict, NotFound, ValidationFailed
 from bitbybit.ids import new_id, random_base62
 from bitbybit.limits import MAX_PAYLOAD_BYTES
 from bitbybit.models import Attempt, Delivery, Endpoint, Event, ListQuery, Page, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate, EndpointUpdate
-from bitbybit.services import Platform
 from bitbybit.services.samples import SAMPLES
 from bitbybit.store import Tx
 
@@ -247,7 +247,8 @@ def subscribed(endpoint: Endpoint, event_type: str) -> bool:
 
 
 async def fan_out(tx: Tx, tenant: Tenant, event: Event, now: int) -> None:
-    """Queue ``event`` to every subscribed endpoint, in the transaction that wrote it."""
+    """Queue ``event`` to every subscribed endpoint, in the caller's transaction (the one that
+    wrote the event)."""
     endpoints = [e for e in await tx.fan_out_targets(tenant) if subscribed(e, event.type)]
     if endpoints:
         await tx.queue_deliveries(tenant, event, endpoints, now)

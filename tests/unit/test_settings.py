@@ -1,0 +1,266 @@
+"""``config.py``: every ``BITBYBIT_*`` variable, its default, and a clear refusal of a bad value.
+
+A refusal is a ``ConfigurationError`` whose message names the variable, so an operator reading
+the one line a failed start prints knows which setting to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from bitbybit.clock import system_clock
+from bitbybit.config import (
+    DEFAULT_DATABASE_TIMEOUT,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_RETRY_SCHEDULE,
+    Settings,
+    parse_address,
+    parse_retry_schedule,
+)
+from bitbybit.errors import ConfigurationError
+
+VARIABLES = {
+    "BITBYBIT_DATABASE_URL",
+    "BITBYBIT_RATE_LIMIT",
+    "BITBYBIT_MAX_BODY_BYTES",
+    "BITBYBIT_RETRY_SCHEDULE",
+    "BITBYBIT_DELIVERY_TIMEOUT",
+    "BITBYBIT_LEASE_SECONDS",
+    "BITBYBIT_ALLOW_PRIVATE_TARGETS",
+    "BITBYBIT_ALLOW_HTTP_TARGETS",
+    "BITBYBIT_CHANNEL",
+    "BITBYBIT_SECRET_KEY",
+    "BITBYBIT_DATABASE_TIMEOUT",
+    "BITBYBIT_AUTH_FAILURE_LIMIT",
+    "BITBYBIT_METRICS_ADDRESS",
+}
+"""Every variable ``Settings.from_env`` reads. A new one belongs here, with tests below."""
+
+WHOLE_NUMBERS = {
+    "BITBYBIT_RATE_LIMIT": ("rate_limit", 100),
+    "BITBYBIT_MAX_BODY_BYTES": ("max_body_bytes", 1024 * 1024),
+    "BITBYBIT_AUTH_FAILURE_LIMIT": ("auth_failure_limit", 20),
+}
+SECONDS = {
+    "BITBYBIT_DELIVERY_TIMEOUT": ("delivery_timeout", 30.0),
+    "BITBYBIT_DATABASE_TIMEOUT": ("database_timeout", DEFAULT_DATABASE_TIMEOUT),
+    "BITBYBIT_LEASE_SECONDS": ("lease_seconds", None),
+}
+
+
+class Watched(dict[str, str]):
+    """An environment that remembers which variables were looked up."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        super().__init__(values or {})
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]  # dict.get's overloads
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def refusal(env: dict[str, str]) -> str:
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env(env)
+    return str(refused.value)
+
+
+# which variables, and their defaults ---------------------------------------------------------
+
+
+def test_from_env_reads_exactly_the_known_variables() -> None:
+    env = Watched()
+    Settings.from_env(env)
+    assert env.asked == VARIABLES
+
+
+def test_an_empty_environment_gives_the_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert settings.database_url == DEFAULT_DATABASE_URL == "sqlite:///./bitbybit.db"
+    assert settings.rate_limit == 100
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.retry_schedule == DEFAULT_RETRY_SCHEDULE == (30.0, 300.0, 1800.0, 7200.0)
+    assert settings.delivery_timeout == 30.0
+    assert settings.lease_seconds is None
+    assert settings.allow_private_targets is False
+    assert settings.allow_http_targets is False
+    assert settings.channel == "sandbox"
+    assert settings.secret_key is None
+    assert settings.default_country == "ID"
+    assert settings.database_timeout == DEFAULT_DATABASE_TIMEOUT == 5.0
+    assert settings.auth_failure_limit == 20
+    assert settings.metrics_address is None
+    assert settings.clock is system_clock
+
+
+def test_empty_values_mean_the_default() -> None:
+    """``BITBYBIT_X=`` (set but empty, as compose files often leave them) is not a value.
+
+    The exception is the retry schedule, where empty says "no retries" (next test)."""
+    env = {name: "" for name in VARIABLES - {"BITBYBIT_RETRY_SCHEDULE"}}
+    assert Settings.from_env(env) == Settings()
+
+
+def test_the_os_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BITBYBIT_RATE_LIMIT", "7")
+    monkeypatch.setenv("BITBYBIT_CHANNEL", "whatsapp-cloud")
+    settings = Settings.from_env()
+    assert (settings.rate_limit, settings.channel) == (7, "whatsapp-cloud")
+
+
+def test_overrides_win_over_the_environment() -> None:
+    env = {"BITBYBIT_DATABASE_URL": "sqlite:///from-env.db", "BITBYBIT_RATE_LIMIT": "7"}
+    settings = Settings.from_env(env, database_url="sqlite:///given.db")
+    assert (settings.database_url, settings.rate_limit) == ("sqlite:///given.db", 7)
+
+
+def test_text_values_are_taken_as_given() -> None:
+    env = {
+        "BITBYBIT_DATABASE_URL": "postgresql://bitbybit@db/bitbybit",
+        "BITBYBIT_CHANNEL": "whatsapp-cloud",
+        "BITBYBIT_SECRET_KEY": "first key,second key",
+    }
+    settings = Settings.from_env(env)
+    assert settings.database_url == "postgresql://bitbybit@db/bitbybit"
+    assert settings.channel == "whatsapp-cloud"
+    assert settings.secret_key == "first key,second key"
+
+
+# whole numbers and seconds -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", sorted(WHOLE_NUMBERS))
+def test_whole_numbers_are_read(variable: str) -> None:
+    attribute, default = WHOLE_NUMBERS[variable]
+    assert getattr(Settings.from_env({}), attribute) == default
+    assert getattr(Settings.from_env({variable: "42"}), attribute) == 42
+    assert getattr(Settings.from_env({variable: " 42 "}), attribute) == 42
+
+
+@pytest.mark.parametrize("variable", sorted(WHOLE_NUMBERS))
+@pytest.mark.parametrize(
+    ("raw", "complaint"),
+    [
+        ("many", "must be a whole number, got 'many'"),
+        ("1.5", "must be a whole number, got '1.5'"),
+        ("0", "must be positive, got 0"),
+        ("-3", "must be positive, got -3"),
+    ],
+)
+def test_bad_whole_numbers_are_refused_by_name(variable: str, raw: str, complaint: str) -> None:
+    assert refusal({variable: raw}) == f"{variable} {complaint}"
+
+
+@pytest.mark.parametrize("variable", sorted(SECONDS))
+def test_seconds_are_read_with_fractions(variable: str) -> None:
+    attribute, default = SECONDS[variable]
+    assert getattr(Settings.from_env({}), attribute) == default
+    assert getattr(Settings.from_env({variable: "2.5"}), attribute) == 2.5
+    assert getattr(Settings.from_env({variable: "90"}), attribute) == 90.0
+
+
+@pytest.mark.parametrize("variable", sorted(SECONDS))
+@pytest.mark.parametrize(
+    ("raw", "complaint"),
+    [
+        ("soon", "must be a number, got 'soon'"),
+        ("0", "must be positive, got 0"),
+        ("-1.5", "must be positive, got -1.5"),
+        ("nan", "must be positive, got nan"),
+    ],
+)
+def test_bad_seconds_are_refused_by_name(variable: str, raw: str, complaint: str) -> None:
+    assert refusal({variable: raw}) == f"{variable} {complaint}"
+
+
+# flags -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "variable", ["BITBYBIT_ALLOW_PRIVATE_TARGETS", "BITBYBIT_ALLOW_HTTP_TARGETS"]
+)
+def test_flags(variable: str) -> None:
+    attribute = variable.removeprefix("BITBYBIT_").lower()
+    for raw in ("1", "true", "TRUE", "yes", "on", " On "):
+        assert getattr(Settings.from_env({variable: raw}), attribute) is True, raw
+    for raw in ("", "0", "false", "no", "off"):
+        assert getattr(Settings.from_env({variable: raw}), attribute) is False, raw
+
+
+# the metrics address ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "address"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("0.0.0.0:1", ("0.0.0.0", 1)),  # noqa: S104  # an address parsed, not bound
+        ("metrics.internal:65535", ("metrics.internal", 65535)),
+        ("[::1]:9464", ("::1", 9464)),
+        (" [::]:9464 ", ("::", 9464)),
+    ],
+)
+def test_the_metrics_address_is_host_and_port(raw: str, address: tuple[str, int]) -> None:
+    assert Settings.from_env({"BITBYBIT_METRICS_ADDRESS": raw}).metrics_address == address
+    assert parse_address(raw, "METRICS_ADDRESS") == address
+
+
+@pytest.mark.parametrize(
+    "raw", ["9464", "localhost", ":9464", "127.0.0.1:", "127.0.0.1:0", "host:65536", "host:http"]
+)
+def test_a_bad_metrics_address_is_refused_by_name(raw: str) -> None:
+    expected = f"BITBYBIT_METRICS_ADDRESS must be host:port (e.g. 127.0.0.1:9464), got {raw!r}"
+    assert refusal({"BITBYBIT_METRICS_ADDRESS": raw}) == expected
+
+
+# the retry schedule ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "schedule"),
+    [
+        ("30,300,1800,7200", (30.0, 300.0, 1800.0, 7200.0)),
+        (" 5 , 60 ", (5.0, 60.0)),
+        ("0.25,0.5", (0.25, 0.5)),
+        ("0", (0.0,)),
+        ("1,,2,", (1.0, 2.0)),
+        ("", ()),
+        (" , ", ()),
+    ],
+)
+def test_the_retry_schedule_is_comma_separated_seconds(
+    raw: str, schedule: tuple[float, ...]
+) -> None:
+    assert parse_retry_schedule(raw) == schedule
+    assert Settings.from_env({"BITBYBIT_RETRY_SCHEDULE": raw}).retry_schedule == schedule
+
+
+def test_an_empty_retry_schedule_means_no_retries_not_the_default() -> None:
+    assert Settings.from_env({"BITBYBIT_RETRY_SCHEDULE": ""}).retry_schedule == ()
+    assert Settings.from_env({}).retry_schedule == DEFAULT_RETRY_SCHEDULE
+
+
+@pytest.mark.parametrize("raw", ["30;300", "30s,5m", "thirty", "1,two"])
+def test_a_schedule_that_is_not_numbers_is_refused_by_name(raw: str) -> None:
+    expected = f"BITBYBIT_RETRY_SCHEDULE must be comma-separated seconds, got {raw!r}"
+    assert refusal({"BITBYBIT_RETRY_SCHEDULE": raw}) == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "30,-300"])
+def test_a_negative_delay_is_refused_by_name(raw: str) -> None:
+    expected = "BITBYBIT_RETRY_SCHEDULE delays must not be negative"
+    assert refusal({"BITBYBIT_RETRY_SCHEDULE": raw}) == expected
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.rate_limit = 5  # type: ignore[misc]  # the point: it cannot be assigned
