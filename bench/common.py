@@ -22,8 +22,9 @@ from tests.integration.servers import free_port
 
 from bitbybit.config import Settings
 from bitbybit.models import Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate
-from bitbybit.services import Platform, customers
+from bitbybit.services import customers
 
 SECRET_KEY = "bitbybit-benchmark-secret-key"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -176,8 +177,8 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
                 (size, event_id, endpoint_id, company, now, now, now),
             )
             db.execute(
-                "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
-                " SELECT id, endpoint_id, next_attempt_at FROM deliveries"
+                "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+                " SELECT id, endpoint_id, next_attempt_at, 'webhook' FROM deliveries"
                 " WHERE id LIKE 'dlv_00%'"
             )
         db.close()
@@ -197,8 +198,8 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
             size,
         )
         await connection.execute(
-            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
-            " SELECT id, endpoint_id, next_attempt_at FROM deliveries"
+            "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+            " SELECT id, endpoint_id, next_attempt_at, 'webhook' FROM deliveries"
             " WHERE id LIKE 'dlv_00%'"
         )
         # A backlog that built up over time has statistics (autovacuum's ANALYZE, or an

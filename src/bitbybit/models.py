@@ -209,20 +209,52 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A job of a channel other than webhooks (``jobs``), as stored: its own record of status
+    and attempts, like a delivery's."""
+
+    id: str
+    kind: str
+    target: str
+    payload: bytes
+    status: str
+    """``pending`` while queued, then ``succeeded`` or ``failed``."""
+    attempts: int
+    next_attempt_at: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
-    """A claimed delivery with everything needed to send it."""
+    """A claimed job with everything its channel needs to send it (``delivery.channel``).
+
+    Every kind has the first five fields; a webhook delivery also has its event and its
+    endpoint's URL and sealed secrets (empty for other kinds, whose ``payload`` is all they
+    carry)."""
 
     delivery_id: str
-    event_id: str
-    event_type: str
-    payload: bytes
-    endpoint_id: str
-    url: str
-    secret: str
-    next_secret: str | None
-    next_secret_at: int | None
-    multi_signature: bool
+    """The job's id: a delivery's for a webhook, a ``jobs`` row's for other kinds."""
+    kind: str
+    """The channel that sends it."""
+    target: str
+    """What concurrency caps and pacing count against: the endpoint, for a webhook."""
     attempts: int
+    """Attempts made before this one."""
+    payload: bytes
+    event_id: str = ""
+    event_type: str = ""
+    url: str = ""
+    secret: str = ""
+    next_secret: str | None = None
+    next_secret_at: int | None = None
+    multi_signature: bool = False
+
+
+WEBHOOK = "webhook"
+"""The kind of a webhook delivery's job."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +262,7 @@ class AttemptResult:
     """One finished attempt and what it decided for its delivery."""
 
     delivery_id: str
-    endpoint_id: str
+    target: str
     number: int
     started_at: int
     latency_ms: int
@@ -244,6 +276,7 @@ class AttemptResult:
     """The endpoint answered 410 Gone: suspend it."""
     ours: bool = False
     """It failed for a reason of the platform's own: it never counts toward suspension."""
+    kind: str = WEBHOOK
 
 
 @dataclass(frozen=True, slots=True)

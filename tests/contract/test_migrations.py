@@ -238,7 +238,40 @@ async def _seed_v3(db: Driver) -> None:
     )
 
 
-SEEDS: dict[int, Callable[[Driver], Awaitable[None]]] = {1: _seed_v1, 2: _seed_v2, 3: _seed_v3}
+async def _seed_v4(db: Driver) -> None:
+    # A delivery leased by a worker when the queue learns kinds and targets (version 5).
+    await db.execute(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "del_seed_leased",
+        "evt_seed",
+        "we_seed",
+        "co_seed",
+        "live",
+        "pending",
+        1,
+        T0,
+        T0,
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at, lease_owner,"
+        " lease_expires_at) VALUES ($1, $2, $3, $4, $5)",
+        "del_seed_leased",
+        "we_seed",
+        T0,
+        "worker-seed",
+        T0 + 60_000,
+    )
+
+
+SEEDS: dict[int, Callable[[Driver], Awaitable[None]]] = {
+    1: _seed_v1,
+    2: _seed_v2,
+    3: _seed_v3,
+    4: _seed_v4,
+}
 
 
 async def seed(store: Store, version: int) -> None:
@@ -294,12 +327,13 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
     if version >= 2:  # the pending delivery is still on its way
         async with empty_store.read() as tx:
             delivery = await tx.get_delivery(LIVE, "del_seed")
-            due = await tx.due_endpoints(T0)
+            due = await tx.due_targets(T0)
             stats = await tx.queue_stats(T0)
         assert delivery is not None
         assert delivery.status == "pending"
         assert due == ["we_seed"]
-        assert (stats.pending, stats.due, stats.oldest_due_at) == (1, 1, T0)
+        queued = 2 if version >= 4 else 1  # and from version 4, the leased one
+        assert (stats.pending, stats.due, stats.oldest_due_at) == (queued, queued, T0)
     if version >= 3:  # the stored response is still replayed, and prunable once expired
         async with empty_store.read() as tx:
             stored = await tx.get_stored_response(LIVE, "idem_seed")
@@ -307,6 +341,16 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
         assert (stored.status_code, stored.created_at) == (201, T0)
         async with empty_store.write() as tx:
             assert await tx.prune_stored_responses(T0 + 1, 10) == 1
+    if version >= 4:  # the queue rows are webhook jobs for their endpoint, leases kept
+        async with empty_store.read() as tx:
+            rows = await cast(SqlTx, tx).db.fetch(
+                "SELECT delivery_id, kind, target, lease_owner FROM delivery_queue"
+                " ORDER BY delivery_id"
+            )
+        assert [tuple(row.values()) for row in map(dict, rows)] == [
+            ("del_seed", "webhook", "we_seed", None),
+            ("del_seed_leased", "webhook", "we_seed", "worker-seed"),
+        ]
 
 
 def test_every_version_but_the_newest_has_seed_data() -> None:

@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from bitbybit.models import AttemptResult, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate, EndpointCreate
-from bitbybit.services import Platform, customers, webhooks
+from bitbybit.services import customers, webhooks
 from bitbybit.store.postgres import PostgresStore, PostgresTx
 from bitbybit.store.sql import Row
 from tests.conftest import Account, make_account, make_store
@@ -75,8 +76,9 @@ async def test_a_claim_looks_deliveries_up_by_index_on_a_large_analyzed_queue(
             QUEUED,
         )
         await connection.execute(
-            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
-            " SELECT id, endpoint_id, next_attempt_at FROM deliveries WHERE id LIKE 'dlv_00%'"
+            "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+            " SELECT id, endpoint_id, next_attempt_at, 'webhook' FROM deliveries"
+            " WHERE id LIKE 'dlv_00%'"
         )
         await connection.execute("ANALYZE deliveries, delivery_queue")
 

@@ -31,8 +31,9 @@ from aiohttp import web
 
 from bitbybit.config import Settings
 from bitbybit.models import Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate, EndpointCreate
-from bitbybit.services import Platform, access, customers, webhooks
+from bitbybit.services import access, customers, webhooks
 from bitbybit.store import Store
 from bitbybit.store.postgres import PostgresStore
 from bitbybit.store.sqlite import SQLiteStore

@@ -15,8 +15,9 @@ from aiohttp import web
 from bitbybit.clock import system_clock
 from bitbybit.delivery.worker import Worker
 from bitbybit.models import Delivery, ListQuery, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate
-from bitbybit.services import Platform, webhooks
+from bitbybit.services import webhooks
 from bitbybit.webhooks.signing import sign
 from tests.conftest import CUSTOMERS, Account, client_for, with_settings
 from tests.integration.receivers import Receiver, receiver

@@ -48,8 +48,9 @@ from bitbybit.config import Settings
 from bitbybit.delivery.policy import SUSPEND_AFTER
 from bitbybit.errors import BitbybitError
 from bitbybit.models import Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate, EventType
-from bitbybit.services import Platform, access, webhooks
+from bitbybit.services import access, webhooks
 from bitbybit.store import Store
 from bitbybit.store.postgres import PostgresStore
 from bitbybit.store.sqlite import SQLiteStore
@@ -508,7 +509,7 @@ async def delete_and_recreate(load: Load, hooks: Hooks, store: Store, phoenix: P
 async def leased_for(store: Store, endpoint_id: str) -> Rows:
     return await fetch(
         store,
-        "SELECT delivery_id FROM delivery_queue WHERE endpoint_id = $1 AND lease_owner IS NOT NULL",
+        "SELECT delivery_id FROM delivery_queue WHERE target = $1 AND lease_owner IS NOT NULL",
         endpoint_id,
     )
 

@@ -26,8 +26,9 @@ import httpx
 import pytest
 
 from bitbybit.models import Delivery, Event, ListQuery, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointUpdate
-from bitbybit.services import Platform, webhooks
+from bitbybit.services import webhooks
 from tests.conftest import CUSTOMERS, IN_CI, ORDERS, PRODUCTS, Account, client_for
 from tests.integration.test_delivery import endpoint_for, running, until
 

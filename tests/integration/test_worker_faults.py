@@ -20,8 +20,9 @@ from bitbybit.delivery import metrics
 from bitbybit.delivery.policy import SendResult, decide
 from bitbybit.errors import StorageError
 from bitbybit.models import Job, Recorded, Tenant
+from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate, EndpointCreate
-from bitbybit.services import Platform, access, customers, webhooks
+from bitbybit.services import access, customers, webhooks
 from bitbybit.store import Store, Tx
 from tests.conftest import DIALECTS, Account, with_settings
 from tests.integration.receivers import Receiver, receiver
@@ -159,9 +160,7 @@ async def test_a_refused_result_is_dropped_alone(fast: Platform, account: Accoun
 def test_the_platforms_own_failures_do_not_count_toward_suspension() -> None:
     import random
 
-    job = Job(
-        "dlv_1", "evt_1", "customer.created", b"{}", "we_1", "http://x", "s", None, None, False, 0
-    )
+    job = Job("dlv_1", "webhook", "we_1", 0, b"{}", "evt_1", "customer.created", "http://x", "s")
     ours = SendResult(
         started_at=0, latency_ms=0, error="payload too large", permanent=True, ours=True
     )

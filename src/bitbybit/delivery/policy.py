@@ -71,7 +71,7 @@ def decide(
         next_attempt_at = now_ms + round(delay * 1000)
     return AttemptResult(
         delivery_id=job.delivery_id,
-        endpoint_id=job.endpoint_id,
+        target=job.target,
         number=number,
         started_at=sent.started_at,
         latency_ms=sent.latency_ms,
@@ -82,6 +82,7 @@ def decide(
         next_attempt_at=next_attempt_at,
         gone=gone,
         ours=sent.ours,
+        kind=job.kind,
     )
 
 

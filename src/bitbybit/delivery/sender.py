@@ -22,13 +22,10 @@ from bitbybit.webhooks.signing import webhook_headers
 MAX_RESPONSE_BYTES = 4096
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Sender:
     def __init__(self, settings: Settings, *, connections: int = 500) -> None:
         self.policy = TargetPolicy.from_settings(settings)
+        self.clock = settings.clock
         self.timeout = settings.delivery_timeout
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
@@ -56,7 +53,7 @@ class Sender:
         self, url: str, event_id: str, event_type: str, body: bytes, secrets: list[str]
     ) -> SendResult:
         """Sign ``body`` with a fresh timestamp and POST it; never raises for target trouble."""
-        started = _now_ms()
+        started = self.clock()
         clock = time.monotonic()
 
         def result(**fields: object) -> SendResult:

@@ -20,17 +20,19 @@ import random
 import socket
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from bitbybit.delivery import metrics
-from bitbybit.delivery.policy import SUSPEND_AFTER, SendResult, decide, signing_secrets
+from bitbybit.delivery.channel import Channel
+from bitbybit.delivery.policy import SUSPEND_AFTER, SendResult, decide
 from bitbybit.delivery.sender import Sender
-from bitbybit.errors import BitbybitError, ConfigurationError, StorageUnavailable
+from bitbybit.delivery.webhook_channel import WebhookChannel
+from bitbybit.errors import BitbybitError, StorageUnavailable
 from bitbybit.ids import random_base62
 from bitbybit.models import AttemptResult, Job, Recorded
-from bitbybit.services import Platform
+from bitbybit.runtime import Platform
 
 log = structlog.get_logger("bitbybit.delivery")
 
@@ -57,10 +59,6 @@ START_CAP = 8
 MIN_CAP = 2
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 async def _nothing() -> None:
     return None
 
@@ -72,15 +70,23 @@ class Worker:
         *,
         concurrency: int = 256,
         per_endpoint: int | None = None,
-        sender: Sender | None = None,
+        channels: Sequence[Channel] = (),
         name: str | None = None,
     ) -> None:
         self.platform = platform
         self.store = platform.store
+        self.clock = platform.clock
         self.concurrency = concurrency
-        # One endpoint may use at most half the worker, however well it answers.
+        # One target may use at most half the worker, however well it answers.
         self.per_endpoint = per_endpoint or max(MIN_CAP, concurrency // 2)
-        self.sender = sender or Sender(platform.settings, connections=concurrency)
+        self.channels: dict[str, Channel] = {
+            channel.kind: channel
+            for channel in channels
+            or [WebhookChannel(platform, Sender(platform.settings, connections=concurrency))]
+        }
+        """The channel of each kind of job."""
+        self.next_start: dict[str, float] = {}
+        """When (``time.monotonic()``) a paced channel's target may start its next attempt."""
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{random_base62(6)}"
         self.schedule = platform.settings.retry_schedule
         settings = platform.settings
@@ -114,7 +120,6 @@ class Worker:
         self.flushed = asyncio.Event()
         self.next_retry_at: int | None = None
         self.rng = random.Random()  # noqa: S311  # retry jitter, not cryptography
-        self._secrets: dict[str, str] = {}
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -146,7 +151,8 @@ class Worker:
             stats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stats
-            await self.sender.close()
+            for channel in self.channels.values():
+                await channel.close()
             log.info("worker_stopped", worker=self.name, unrecorded=len(self.results))
 
     async def _listen(self) -> Callable[[], Awaitable[None]]:
@@ -173,7 +179,7 @@ class Worker:
             return  # new work arrived while claiming: claim again before sleeping
         timeout = POLL_SECONDS
         if self.next_retry_at is not None:
-            timeout = max(0.0, min(timeout, (self.next_retry_at - _now_ms()) / 1000))
+            timeout = max(0.0, min(timeout, (self.next_retry_at - self.clock()) / 1000))
         self.wake.clear()
         waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
@@ -183,7 +189,7 @@ class Worker:
                 waiter.cancel()
         if not self.wake.is_set():  # the poll
             self.new_work = True
-        if self.next_retry_at is not None and self.next_retry_at <= _now_ms():
+        if self.next_retry_at is not None and self.next_retry_at <= self.clock():
             self.next_retry_at = None
             self.new_work = True
 
@@ -204,12 +210,12 @@ class Worker:
         free = self._free()
         if free <= 0:
             return 0
-        now = _now_ms()
+        now = self.clock()
         try:
             if self._check_due(now):
                 self.new_work = False  # before the read: a wake-up during it asks again
                 async with self.store.read() as tx:
-                    self.due = await tx.due_endpoints(now)
+                    self.due = await tx.due_targets(now)
                 self.due_checked_at = now
                 if self.next_retry_at is not None and self.next_retry_at <= now:
                     self.next_retry_at = None
@@ -234,19 +240,19 @@ class Worker:
             self.new_work = True
             await asyncio.sleep(POLL_SECONDS)
             return 0
-        got = Counter(job.endpoint_id for job in jobs)
+        got = Counter(job.target for job in jobs)
         # An endpoint that gave fewer than asked has nothing more due (for now).
         self.due = [e for e in self.due if e not in slots or got[e] >= slots[e]]
         for job in jobs:
-            self.claimed[job.endpoint_id] += 1
-            if self.inflight[job.endpoint_id] < self.caps.get(job.endpoint_id, self.start_cap):
+            self.claimed[job.target] += 1
+            if self.inflight[job.target] < self.caps.get(job.target, self.start_cap):
                 self._start(job)
             else:
-                self.queued[job.endpoint_id].append((job, now))
+                self.queued[job.target].append((job, now))
         return len(jobs)
 
     def _start(self, job: Job) -> None:
-        self.inflight[job.endpoint_id] += 1
+        self.inflight[job.target] += 1
         task = asyncio.create_task(self._deliver(job))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -259,7 +265,7 @@ class Worker:
                 del counter[endpoint_id]
         queue = self.queued.get(endpoint_id)
         cap = self.caps.get(endpoint_id, self.start_cap)
-        stale = _now_ms() - AHEAD_MS
+        stale = self.clock() - AHEAD_MS
         given_back: list[Job] = []
         while queue and not self.stopping and self.inflight[endpoint_id] < cap:
             job, claimed_at = queue.popleft()
@@ -285,9 +291,9 @@ class Worker:
         if not jobs:
             return
         for job in jobs:
-            self.claimed[job.endpoint_id] -= 1
-            if self.claimed[job.endpoint_id] <= 0:
-                del self.claimed[job.endpoint_id]
+            self.claimed[job.target] -= 1
+            if self.claimed[job.target] <= 0:
+                del self.claimed[job.target]
         task = asyncio.create_task(self._release([job.delivery_id for job in jobs]))
         self.releasing.add(task)
         task.add_done_callback(self.releasing.discard)
@@ -295,7 +301,7 @@ class Worker:
     async def _release(self, delivery_ids: list[str]) -> None:
         try:
             async with self.store.write(durable=False) as tx:
-                await tx.release(self.name, delivery_ids, _now_ms())
+                await tx.release(self.name, delivery_ids, self.clock())
         except BitbybitError as error:  # their leases run out instead
             log.warning("release_failed", worker=self.name, error=str(error))
             return
@@ -304,46 +310,35 @@ class Worker:
 
     # -- one delivery ----------------------------------------------------------------------------
 
-    def _open(self, token: str) -> str:
-        secret = self._secrets.get(token)
-        if secret is None:
-            secret = self._secrets[token] = self.platform.secrets.open(token)
-        return secret
-
     async def _deliver(self, job: Job) -> None:
         try:
-            now = _now_ms()
-            try:
-                secrets = signing_secrets(
-                    self._open(job.secret),
-                    self._open(job.next_secret) if job.next_secret else None,
-                    job.next_secret_at,
-                    job.multi_signature,
-                    now,
+            channel = self.channels.get(job.kind)
+            if channel is None:
+                sent = SendResult(
+                    started_at=self.clock(),
+                    latency_ms=0,
+                    error=f"no channel sends {job.kind!r} jobs in this process",
+                    ours=True,
                 )
-            except ConfigurationError as error:  # not the endpoint's fault: retried, not counted
-                log.error("secret_undecryptable", delivery_id=job.delivery_id, error=str(error))
-                sent = SendResult(started_at=now, latency_ms=0, error=str(error), ours=True)
             else:
-                sent = await self.sender.send(
-                    job.url, job.event_id, job.event_type, job.payload, secrets
-                )
+                await self._pace(channel, job.target)
+                sent = await channel.send(job)
         except Exception as error:  # a bug must not strand the delivery: record it as failed
             log.exception("attempt_crashed", delivery_id=job.delivery_id, event_id=job.event_id)
             sent = SendResult(
-                started_at=_now_ms(), latency_ms=0, error=f"internal error: {error}", ours=True
+                started_at=self.clock(), latency_ms=0, error=f"internal error: {error}", ours=True
             )
         finally:
-            self._finished(job.endpoint_id)
+            self._finished(job.target)
             self.wake.set()
-        previous = self.latency.get(job.endpoint_id, sent.latency_ms)
-        self.latency[job.endpoint_id] = 0.8 * previous + 0.2 * sent.latency_ms
-        cap = self.caps.get(job.endpoint_id, self.start_cap)
+        previous = self.latency.get(job.target, sent.latency_ms)
+        self.latency[job.target] = 0.8 * previous + 0.2 * sent.latency_ms
+        cap = self.caps.get(job.target, self.start_cap)
         if sent.unreachable:
-            self.caps[job.endpoint_id] = max(MIN_CAP, cap // 2)
+            self.caps[job.target] = max(MIN_CAP, cap // 2)
         elif cap < self.per_endpoint:
-            self.caps[job.endpoint_id] = cap + 1
-        result = decide(job, sent, self.schedule, _now_ms(), self.rng)
+            self.caps[job.target] = cap + 1
+        result = decide(job, sent, self.schedule, self.clock(), self.rng)
         metrics.DELIVERIES.labels(metrics.OUTCOME_NAMES[result.status]).inc()
         metrics.ATTEMPT_SECONDS.observe(sent.latency_ms / 1000)
         if result.status == "pending" and (
@@ -355,7 +350,7 @@ class Worker:
                 "attempt_failed",
                 delivery_id=job.delivery_id,
                 event_id=job.event_id,
-                endpoint_id=job.endpoint_id,
+                endpoint_id=job.target,
                 attempt=result.number,
                 status_code=result.status_code,
                 error=result.error,
@@ -402,7 +397,7 @@ class Worker:
 
     async def _record(self, batch: list[AttemptResult]) -> Recorded:
         async with self.store.write(durable=False) as tx:
-            return await tx.record_attempts(self.name, batch, _now_ms(), SUSPEND_AFTER)
+            return await tx.record_attempts(self.name, batch, self.clock(), SUSPEND_AFTER)
 
     async def _record_one_by_one(self, batch: list[AttemptResult]) -> Recorded:
         suspended: list[str] = []
@@ -419,7 +414,7 @@ class Worker:
                     "result_dropped",
                     worker=self.name,
                     delivery_id=result.delivery_id,
-                    endpoint_id=result.endpoint_id,
+                    target=result.target,
                     error=str(error),
                 )
                 continue
@@ -449,17 +444,28 @@ class Worker:
             log.info("worker_draining", worker=self.name, inflight=len(self.tasks))
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
+    async def _pace(self, channel: Channel, target: str) -> None:
+        """Wait for ``target``'s turn when its channel limits how often attempts start."""
+        if channel.pace is None:
+            return
+        now = time.monotonic()
+        start = max(now, self.next_start.get(target, now))
+        self.next_start[target] = start + 1 / channel.pace
+        if start > now:
+            await asyncio.sleep(start - now)
+
     async def _stats_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 async with self.store.read() as tx:
-                    stats = await tx.queue_stats(_now_ms())
+                    stats = await tx.queue_stats(self.clock())
             except BitbybitError:
                 pass
             else:
                 metrics.QUEUE_PENDING.set(stats.pending)
                 metrics.QUEUE_DUE.set(stats.due)
                 oldest = stats.oldest_due_at
-                metrics.OLDEST_DUE_SECONDS.set(0 if oldest is None else (_now_ms() - oldest) / 1000)
+                age = 0 if oldest is None else (self.clock() - oldest) / 1000
+                metrics.OLDEST_DUE_SECONDS.set(age)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATS_SECONDS)

@@ -27,6 +27,7 @@ from bitbybit.models import (
     Order,
     Page,
     Product,
+    QueuedJob,
     QueueStats,
     Recorded,
     SealedSecrets,
@@ -167,10 +168,25 @@ class DeliveriesTx(Protocol):
         ...
 
 
-class QueueTx(Protocol):
-    """The delivery worker's side of the queue: which endpoints have work, leases, attempts."""
+class JobsTx(Protocol):
+    """Jobs of channels other than webhooks: enqueued here, then claimed, leased, retried and
+    recorded by the shared queue (ADR 0008)."""
 
-    async def due_endpoints(self, now: int) -> list[str]: ...
+    async def enqueue_job(
+        self, tenant: Tenant, kind: str, target: str, payload: bytes, now: int
+    ) -> str:
+        """Queue a ``kind`` job for ``target``, due now; returns its id (``job_…``)."""
+        ...
+
+    async def get_job(self, tenant: Tenant, job_id: str) -> QueuedJob | None: ...
+    async def list_job_attempts(self, job_id: str) -> list[Attempt]: ...
+
+
+class QueueTx(Protocol):
+    """The delivery worker's side of the queue, shared by every kind of job: which targets have
+    work, leases, attempts."""
+
+    async def due_targets(self, now: int) -> list[str]: ...
     async def release(self, owner: str, delivery_ids: Sequence[str], now: int) -> None: ...
     async def record_attempts(
         self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
@@ -191,6 +207,7 @@ class Tx(
     EventsTx,
     EndpointsTx,
     DeliveriesTx,
+    JobsTx,
     QueueTx,
     Protocol,
 ):

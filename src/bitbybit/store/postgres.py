@@ -212,17 +212,17 @@ class PostgresTx(SqlTx):
         cap = 1 << (sum(slots.values()) - 1).bit_length()
         rows = await self.db.fetch(
             "WITH picked AS (SELECT x.delivery_id FROM unnest($1::text[], $2::int[])"
-            " AS u(endpoint_id, n) CROSS JOIN LATERAL (SELECT delivery_id FROM delivery_queue"
-            " WHERE endpoint_id = u.endpoint_id AND due_at <= $3"
+            " AS u(target, n) CROSS JOIN LATERAL (SELECT delivery_id FROM delivery_queue"
+            " WHERE target = u.target AND due_at <= $3"
             " AND (lease_expires_at IS NULL OR lease_expires_at < $3)"
             f" ORDER BY due_at LIMIT u.n FOR UPDATE SKIP LOCKED) x LIMIT {cap}),"
             " leased AS (UPDATE delivery_queue AS q SET lease_owner = $4, lease_expires_at = $5"
             " FROM picked WHERE q.delivery_id = picked.delivery_id"
-            " RETURNING q.delivery_id, q.due_at)"
-            f" SELECT {self._JOB_COLUMNS} FROM leased"
-            " JOIN deliveries d ON d.id = leased.delivery_id JOIN events ev ON ev.id = d.event_id"
-            " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
-            " ORDER BY leased.due_at",
+            " RETURNING q.delivery_id, q.due_at, q.kind, q.target) "
+            + self._CLAIMED_WEBHOOKS.format(queue="leased")
+            + " UNION ALL "
+            + self._CLAIMED_JOBS.format(queue="leased")
+            + " ORDER BY due_at",
             list(slots),
             list(slots.values()),
             now,
@@ -239,8 +239,8 @@ class PostgresTx(SqlTx):
             " u.company_id, u.mode, u.status, 0, $6, $6, $6 FROM unnest($1::text[], $2::text[],"
             " $3::text[], $4::text[], $5::text[], $7::text[])"
             " AS u(id, event_id, endpoint_id, company_id, mode, status) RETURNING id, endpoint_id,"
-            " status) INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
-            " SELECT id, endpoint_id, $6 FROM d WHERE status = 'pending'",
+            " status) INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+            " SELECT id, endpoint_id, $6, 'webhook' FROM d WHERE status = 'pending'",
             list(ids),
             list(event_ids),
             list(endpoint_ids),

@@ -180,12 +180,12 @@ class SQLiteTx(SqlTx):
     ) -> list[str]:
         # Writers are serialised by BEGIN IMMEDIATE, so plain reads then an update are safe.
         ids: list[str] = []
-        for endpoint_id, count in slots.items():
+        for target, count in slots.items():
             rows = await self.db.fetch(
-                "SELECT delivery_id FROM delivery_queue WHERE endpoint_id = $1 AND due_at <= $2"
+                "SELECT delivery_id FROM delivery_queue WHERE target = $1 AND due_at <= $2"
                 " AND (lease_expires_at IS NULL OR lease_expires_at < $2)"
                 " ORDER BY due_at LIMIT $3",
-                endpoint_id,
+                target,
                 now,
                 count,
             )

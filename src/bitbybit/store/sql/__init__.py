@@ -17,6 +17,7 @@ from bitbybit.store.sql.driver import Driver, Row, like_pattern
 from bitbybit.store.sql.endpoints import EndpointsSql
 from bitbybit.store.sql.events import EventsSql
 from bitbybit.store.sql.idempotency import IdempotencySql
+from bitbybit.store.sql.jobs import JobsSql
 from bitbybit.store.sql.orders import OrdersSql
 from bitbybit.store.sql.products import ProductsSql
 from bitbybit.store.sql.queue import QueueSql, job_from_row, succeeded_endpoints
@@ -42,6 +43,7 @@ class SqlTx(
     EventsSql,
     EndpointsSql,
     DeliveriesSql,
+    JobsSql,
     QueueSql,
 ):
     """Implements ``store.base.Tx`` over a ``Driver``."""

@@ -84,7 +84,8 @@ class DeliveriesSql:
             self._DELIVERY_INSERT + " VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7)", rows
         )
         await self.db.executemany(
-            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at) VALUES ($1, $2, $3)",
+            "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+            " VALUES ($1, $2, $3, 'webhook')",
             [(row[0], row[2], now) for row in rows if row[5] == "pending"],
         )
 
@@ -164,8 +165,8 @@ class DeliveriesSql:
             *delivery_ids,
         )
         await self.db.execute(
-            "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at)"
-            f" SELECT id, endpoint_id, $1 FROM deliveries WHERE id IN ({_in(2, len(delivery_ids))})"
+            "INSERT INTO delivery_queue (delivery_id, target, due_at, kind) SELECT id,"
+            f" endpoint_id, $1, 'webhook' FROM deliveries WHERE id IN ({_in(2, len(delivery_ids))})"
             " ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at,"
             " lease_owner = NULL, lease_expires_at = NULL",
             now,

@@ -168,16 +168,23 @@ class EndpointsSql:
             tenant.mode,
             endpoint_id,
         )
+        if deleted:  # its deliveries went with it; their queue rows go here
+            await self._unqueue(endpoint_id)
         return deleted > 0
+
+    async def _unqueue(self, endpoint_id: str) -> None:
+        await self.db.execute(
+            "DELETE FROM delivery_queue WHERE target = $1 AND kind = 'webhook'", endpoint_id
+        )
 
     async def hold_pending(self, endpoint_id: str, now: int) -> int:
         """Hold the endpoint's pending deliveries (it was suspended or disabled)."""
         self.endpoints_changed.add(endpoint_id)
         held = await self.db.execute(
             "UPDATE deliveries SET status = 'held', updated_at = $2 WHERE id IN"
-            " (SELECT delivery_id FROM delivery_queue WHERE endpoint_id = $1)",
+            " (SELECT delivery_id FROM delivery_queue WHERE target = $1 AND kind = 'webhook')",
             endpoint_id,
             now,
         )
-        await self.db.execute("DELETE FROM delivery_queue WHERE endpoint_id = $1", endpoint_id)
+        await self._unqueue(endpoint_id)
         return held

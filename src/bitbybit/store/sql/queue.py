@@ -1,33 +1,39 @@
-"""The delivery worker's side of the queue: which endpoints have work, leases, attempts recorded."""
+"""The delivery worker's side of the queue: which targets have work, leases, attempts recorded.
+
+Shared by every kind of job (ADR 0008): webhook deliveries and the jobs of other channels."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bitbybit.models import AttemptResult, Job, QueueStats, Recorded
+from bitbybit.models import WEBHOOK, AttemptResult, Job, QueueStats, Recorded
 from bitbybit.store.sql.driver import Driver, Row, _in
 
 
 def job_from_row(row: Row) -> Job:
+    """A claimed job from a row of the claim (webhook columns are NULL for other kinds)."""
+    if row["kind"] != WEBHOOK:
+        return Job(row["id"], row["kind"], row["target"], row["attempts"], bytes(row["payload"]))
     return Job(
         delivery_id=row["id"],
+        kind=WEBHOOK,
+        target=row["target"],
+        attempts=row["attempts"],
+        payload=bytes(row["payload"]),
         event_id=row["event_id"],
         event_type=row["type"],
-        payload=bytes(row["payload"]),
-        endpoint_id=row["endpoint_id"],
         url=row["url"],
         secret=row["secret"],
         next_secret=row["next_secret"],
         next_secret_at=row["next_secret_at"],
         multi_signature=bool(row["multi_signature"]),
-        attempts=row["attempts"],
     )
 
 
 def succeeded_endpoints(results: Sequence[AttemptResult]) -> list[str]:
     """Endpoints with a success among ``results``, in a stable order (lock order)."""
-    return sorted({r.endpoint_id for r in results if r.status == "succeeded"})
+    return sorted({r.target for r in results if r.status == "succeeded" and r.kind == WEBHOOK})
 
 
 class QueueSql:
@@ -39,12 +45,22 @@ class QueueSql:
 
         async def hold_pending(self, endpoint_id: str, now: int) -> int: ...
 
-    async def due_endpoints(self, now: int) -> list[str]:
-        """Active endpoints with at least one delivery due and not leased (a lease that ran out,
-        say of a worker that died, no longer counts)."""
+        # from JobsSql: the other kinds' storage
+        async def _write_job_results(
+            self, owner: str, results: Sequence[AttemptResult], now: int
+        ) -> list[str]: ...
+
+    async def due_targets(self, now: int) -> list[str]:
+        """Targets with at least one job due and not leased (a lease that ran out, say of a
+        worker that died, no longer counts): active endpoints, and the targets of pending jobs
+        of other kinds. (Each asked by index: the queue is never scanned whole.)"""
         rows = await self.db.fetch(
             "SELECT e.id FROM webhook_endpoints e WHERE e.status = 'active' AND EXISTS ("
-            "SELECT 1 FROM delivery_queue q WHERE q.endpoint_id = e.id AND q.due_at <= $1"
+            "SELECT 1 FROM delivery_queue q WHERE q.target = e.id AND q.due_at <= $1"
+            " AND (q.lease_expires_at IS NULL OR q.lease_expires_at < $1))"
+            " UNION SELECT j.target FROM (SELECT DISTINCT target FROM jobs"
+            " WHERE status = 'pending') j WHERE EXISTS (SELECT 1 FROM delivery_queue q"
+            " WHERE q.target = j.target AND q.due_at <= $1"
             " AND (q.lease_expires_at IS NULL OR q.lease_expires_at < $1))",
             now,
         )
@@ -56,23 +72,35 @@ class QueueSql:
         """Lease up to ``slots[endpoint]`` due deliveries per endpoint; the dialect's claim."""
         raise NotImplementedError
 
-    _JOB_COLUMNS = (
-        "d.id, d.event_id, ev.type, ev.payload, d.endpoint_id, e.url, e.secret, e.next_secret,"
-        " e.next_secret_at, e.multi_signature, d.attempts"
+    # What a claim returns, from both storages of jobs (ADR 0008), in one statement.
+    _CLAIMED_WEBHOOKS = (
+        "SELECT q.delivery_id AS id, q.kind, q.target, d.attempts, ev.payload, d.event_id,"
+        " ev.type, e.url, e.secret, e.next_secret, e.next_secret_at, e.multi_signature, q.due_at"
+        " FROM {queue} q JOIN deliveries d ON d.id = q.delivery_id"
+        " JOIN events ev ON ev.id = d.event_id JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+        " WHERE q.kind = 'webhook'"
+    )
+    _CLAIMED_JOBS = (
+        "SELECT q.delivery_id AS id, q.kind, q.target, j.attempts, j.payload, NULL, NULL, NULL,"
+        " NULL, NULL, NULL, NULL, q.due_at FROM {queue} q JOIN jobs j ON j.id = q.delivery_id"
+        " WHERE q.kind <> 'webhook'"
     )
 
     async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
     ) -> list[Job]:
-        """Lease due deliveries (``slots[e]`` at most for endpoint ``e``) with their content."""
+        """Lease due jobs (``slots[t]`` at most for target ``t``) with their content."""
         ids = await self._lease(owner, now, lease_until, slots)
         if not ids:
             return []
+        chosen = f" AND q.delivery_id IN ({_in(1, len(ids))})"
         rows = await self.db.fetch(
-            f"SELECT {self._JOB_COLUMNS} FROM delivery_queue q"
-            " JOIN deliveries d ON d.id = q.delivery_id JOIN events ev ON ev.id = d.event_id"
-            " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
-            f" WHERE q.delivery_id IN ({_in(1, len(ids))}) ORDER BY q.due_at",
+            self._CLAIMED_WEBHOOKS.format(queue="delivery_queue")
+            + chosen
+            + " UNION ALL "
+            + self._CLAIMED_JOBS.format(queue="delivery_queue")
+            + chosen
+            + " ORDER BY due_at",
             *ids,
         )
         return [job_from_row(row) for row in rows]
@@ -90,12 +118,21 @@ class QueueSql:
     async def record_attempts(
         self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
     ) -> Recorded:
-        """Record attempts and their outcomes, and suspend endpoints the rule says to."""
+        """Record attempts and their outcomes, each in its own storage, and suspend endpoints
+        the rule says to."""
         if not results:
             return Recorded([], [])
-        kept = set(await self._write_results(owner, results, now))
+        webhooks = [r for r in results if r.kind == WEBHOOK]
+        others = [r for r in results if r.kind != WEBHOOK]
+        kept: set[str] = set()
+        if webhooks:
+            kept.update(await self._write_results(owner, webhooks, now))
+        if others:
+            recorded = set(await self._write_job_results(owner, others, now))
+            await self._settle_queue(owner, [r for r in others if r.delivery_id in recorded])
+            kept.update(recorded)
         suspended: list[str] = []
-        for result in results:
+        for result in webhooks:
             if result.delivery_id not in kept:
                 continue
             reason = None
@@ -105,23 +142,36 @@ class QueueSql:
                 row = await self.db.fetchrow(
                     "UPDATE webhook_endpoints SET exhausted_in_row = exhausted_in_row + 1"
                     " WHERE id = $1 RETURNING exhausted_in_row, status",
-                    result.endpoint_id,
+                    result.target,
                 )
                 if row is not None and row["exhausted_in_row"] >= suspend_after:
                     reason = f"{row['exhausted_in_row']} events in a row exhausted every retry"
-            if reason is not None and result.endpoint_id not in suspended:
+            if reason is not None and result.target not in suspended:
                 touched = await self.db.execute(
                     "UPDATE webhook_endpoints SET status = 'suspended', status_reason = $2,"
                     " updated_at = $3 WHERE id = $1 AND status = 'active'",
-                    result.endpoint_id,
+                    result.target,
                     reason,
                     now,
                 )
                 if touched:
-                    await self.hold_pending(result.endpoint_id, now)
-                    suspended.append(result.endpoint_id)
+                    await self.hold_pending(result.target, now)
+                    suspended.append(result.target)
         vanished = [r.delivery_id for r in results if r.delivery_id not in kept]
         return Recorded(suspended, vanished)
+
+    async def _settle_queue(self, owner: str, results: Sequence[AttemptResult]) -> None:
+        """The queue rows of recorded results that this worker still leases: rescheduled for
+        a retry, gone when the job is done."""
+        await self.db.executemany(
+            "UPDATE delivery_queue SET due_at = $2, lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE delivery_id = $1 AND lease_owner = $3",
+            [(r.delivery_id, r.next_attempt_at, owner) for r in results if r.status == "pending"],
+        )
+        await self.db.executemany(
+            "DELETE FROM delivery_queue WHERE delivery_id = $1 AND lease_owner = $2",
+            [(r.delivery_id, owner) for r in results if r.status != "pending"],
+        )
 
     _ATTEMPT_INSERT = (
         "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
@@ -181,15 +231,7 @@ class QueueSql:
                 for r in results
             ],
         )
-        await self.db.executemany(
-            "UPDATE delivery_queue SET due_at = $2, lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE delivery_id = $1 AND lease_owner = $3",
-            [(r.delivery_id, r.next_attempt_at, owner) for r in results if r.status == "pending"],
-        )
-        await self.db.executemany(
-            "DELETE FROM delivery_queue WHERE delivery_id = $1 AND lease_owner = $2",
-            [(r.delivery_id, owner) for r in results if r.status != "pending"],
-        )
+        await self._settle_queue(owner, results)
         await self.db.executemany(
             "UPDATE webhook_endpoints SET exhausted_in_row = 0"
             " WHERE id = $1 AND exhausted_in_row <> 0",
