@@ -5,7 +5,6 @@ of job, whatever sends it — leases, retries on the schedule, per-target caps, 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -217,9 +216,11 @@ async def test_a_paced_channel_starts_attempts_no_faster_than_its_pace(platform:
 
         await until(done)
     starts = channel.starts[target]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert len(starts) == 12
-    assert min(gaps) >= 1 / 50.0 - 0.002  # the worker's sleeps, give or take timer resolution
+    # Start k is scheduled no earlier than 1/pace after start k-1, so the whole run spans at
+    # least 11/pace; measured starts also carry the loop's scheduling jitter (a start that ran
+    # late shortens the next gap), so the span is checked, not each gap.
+    assert starts[-1] - starts[0] >= 11 / 50.0 - 0.01
 
 
 async def test_a_second_channels_jobs_survive_a_worker_that_died_holding_them(

@@ -28,6 +28,17 @@ def _delivery(row: Row) -> Delivery:
     )
 
 
+def attempt_from_row(row: Row) -> Attempt:
+    return Attempt(
+        row["number"],
+        row["started_at"],
+        row["latency_ms"],
+        row["status_code"],
+        row["error"],
+        None if row["response_body"] is None else bytes(row["response_body"]),
+    )
+
+
 class DeliveriesSql:
     """Implements ``store.base.DeliveriesTx`` over a ``Driver`` (composed into ``SqlTx``)."""
 
@@ -142,17 +153,7 @@ class DeliveriesSql:
             " FROM delivery_attempts WHERE delivery_id = $1 ORDER BY number, seq",
             delivery_id,
         )
-        return [
-            Attempt(
-                row["number"],
-                row["started_at"],
-                row["latency_ms"],
-                row["status_code"],
-                row["error"],
-                None if row["response_body"] is None else bytes(row["response_body"]),
-            )
-            for row in rows
-        ]
+        return [attempt_from_row(row) for row in rows]
 
     async def requeue(self, delivery_ids: Sequence[str], now: int) -> int:
         """Make deliveries pending and due now (manual retry, recovery)."""

@@ -45,11 +45,6 @@ class QueueSql:
 
         async def hold_pending(self, endpoint_id: str, now: int) -> int: ...
 
-        # from JobsSql: the other kinds' storage
-        async def _write_job_results(
-            self, owner: str, results: Sequence[AttemptResult], now: int
-        ) -> list[str]: ...
-
     async def due_targets(self, now: int) -> list[str]:
         """Targets with at least one job due and not leased (a lease that ran out, say of a
         worker that died, no longer counts): active endpoints, and the targets of pending jobs
@@ -128,9 +123,9 @@ class QueueSql:
         if webhooks:
             kept.update(await self._write_results(owner, webhooks, now))
         if others:
-            recorded = set(await self._write_job_results(owner, others, now))
-            await self._settle_queue(owner, [r for r in others if r.delivery_id in recorded])
-            kept.update(recorded)
+            recorded = await self._write_outcomes("jobs", "job_attempts", owner, others, now)
+            await self._settle_queue(owner, recorded)
+            kept.update(r.delivery_id for r in recorded)
         suspended: list[str] = []
         for result in webhooks:
             if result.delivery_id not in kept:
@@ -173,6 +168,68 @@ class QueueSql:
             [(r.delivery_id, owner) for r in results if r.status != "pending"],
         )
 
+    async def _write_outcomes(
+        self,
+        table: str,
+        history: str,
+        owner: str,
+        results: Sequence[AttemptResult],
+        now: int,
+    ) -> list[AttemptResult]:
+        """The attempt rows and the new state of jobs kept in ``table`` (``deliveries`` or
+        ``jobs``, with their attempts in ``history``); returns the results recorded: a job
+        deleted meanwhile (a delivery, with its endpoint) is skipped.
+
+        An outcome counts only while this worker still holds the lease: if the lease ran out and
+        another worker claimed the job, that worker's attempt decides (this one is still
+        recorded as an attempt).
+        """
+        # Writers are serialised (BEGIN IMMEDIATE), so what exists now still exists at commit.
+        found = await self.db.fetch(
+            f"SELECT id FROM {table} WHERE id IN ({_in(1, len(results))})",
+            *(r.delivery_id for r in results),
+        )
+        existing = {row["id"] for row in found}
+        kept = [r for r in results if r.delivery_id in existing]
+        key = "delivery_id" if table == "deliveries" else "job_id"
+        await self.db.executemany(
+            f"INSERT INTO {history} ({key}, number, started_at, latency_ms, status_code, error,"
+            " response_body, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [
+                (
+                    r.delivery_id,
+                    r.number,
+                    r.started_at,
+                    r.latency_ms,
+                    r.status_code,
+                    r.error,
+                    r.response_body,
+                    owner,
+                )
+                for r in kept
+            ],
+        )
+        await self.db.executemany(
+            f"UPDATE {table} SET status = $2, attempts = $3, next_attempt_at = $4,"
+            " last_status_code = $5, last_error = $6, updated_at = $7 WHERE id = $1"
+            " AND EXISTS (SELECT 1 FROM delivery_queue"
+            " WHERE delivery_id = $1 AND lease_owner = $8)",
+            [
+                (
+                    r.delivery_id,
+                    r.status,
+                    r.number,
+                    r.next_attempt_at,
+                    r.status_code,
+                    r.error,
+                    now,
+                    owner,
+                )
+                for r in kept
+            ],
+        )
+        return kept
+
     _ATTEMPT_INSERT = (
         "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
         " status_code, error, response_body, worker)"
@@ -189,48 +246,7 @@ class QueueSql:
         another worker claimed the delivery, that worker's attempt decides (this one is still
         recorded as an attempt).
         """
-        # Writers are serialised (BEGIN IMMEDIATE), so what exists now still exists at commit.
-        found = await self.db.fetch(
-            f"SELECT id FROM deliveries WHERE id IN ({_in(1, len(results))})",
-            *(r.delivery_id for r in results),
-        )
-        existing = {row["id"] for row in found}
-        results = [r for r in results if r.delivery_id in existing]
-        await self.db.executemany(
-            self._ATTEMPT_INSERT + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            [
-                (
-                    r.delivery_id,
-                    r.number,
-                    r.started_at,
-                    r.latency_ms,
-                    r.status_code,
-                    r.error,
-                    r.response_body,
-                    owner,
-                )
-                for r in results
-            ],
-        )
-        await self.db.executemany(
-            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
-            " last_status_code = $5, last_error = $6, updated_at = $7 WHERE id = $1"
-            " AND EXISTS (SELECT 1 FROM delivery_queue"
-            " WHERE delivery_id = $1 AND lease_owner = $8)",
-            [
-                (
-                    r.delivery_id,
-                    r.status,
-                    r.number,
-                    r.next_attempt_at,
-                    r.status_code,
-                    r.error,
-                    now,
-                    owner,
-                )
-                for r in results
-            ],
-        )
+        results = await self._write_outcomes("deliveries", "delivery_attempts", owner, results, now)
         await self._settle_queue(owner, results)
         await self.db.executemany(
             "UPDATE webhook_endpoints SET exhausted_in_row = 0"
