@@ -7,7 +7,7 @@ JSON-shaped sub-documents (addresses, line items, media) are kept as the dicts t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Mode = Literal["live", "test"]
 JSON = dict[str, Any]
@@ -277,6 +277,21 @@ class AttemptResult:
     ours: bool = False
     """It failed for a reason of the platform's own: it never counts toward suspension."""
     kind: str = WEBHOOK
+
+
+class SuspensionRule(Protocol):
+    """When results suspend their endpoint (``delivery.policy.SUSPENSION``); the store applies
+    it while it records them, in the same transaction."""
+
+    def counts(self, result: AttemptResult) -> bool:
+        """Whether ``result`` adds one to its endpoint's run of events that exhausted every
+        retry."""
+        ...
+
+    def reason(self, result: AttemptResult, exhausted_in_row: int | None) -> str | None:
+        """Why the endpoint is suspended after ``result`` (with its run of exhausted events,
+        when ``counts`` said to count it), or ``None``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

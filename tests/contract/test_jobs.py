@@ -3,6 +3,7 @@ enqueued, found due, claimed in the same claim as deliveries, recorded in their 
 
 from __future__ import annotations
 
+from bitbybit.delivery.policy import SUSPENSION
 from bitbybit.models import AttemptResult, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate, EndpointCreate
@@ -61,7 +62,7 @@ async def test_jobs_of_another_kind_share_the_queue_with_deliveries(platform: Pl
                 result(hook.delivery_id, "succeeded", 200, later, kind="webhook"),
             ],
             later,
-            3,
+            SUSPENSION,
         )
     assert (recorded.suspended, recorded.vanished) == ([], [])
     async with platform.store.read() as tx:

@@ -19,7 +19,7 @@ from bitbybit.config import Settings
 from bitbybit.delivery import metrics
 from bitbybit.delivery.policy import SendResult, decide
 from bitbybit.errors import StorageError
-from bitbybit.models import Job, Recorded, Tenant
+from bitbybit.models import Job, Recorded, SuspensionRule, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate, EndpointCreate
 from bitbybit.services import access, customers, webhooks
@@ -116,12 +116,12 @@ class _RefusingTx:
         return getattr(self._tx, name)
 
     async def record_attempts(
-        self, owner: str, results: Any, now: int, suspend_after: int
+        self, owner: str, results: Any, now: int, rule: SuspensionRule
     ) -> Recorded:
         if any(result.delivery_id in self._store.poisoned for result in results):
             self._store.refused += 1
             raise StorageError("PostgreSQL failed: violates foreign key constraint")
-        return await self._tx.record_attempts(owner, results, now, suspend_after)
+        return await self._tx.record_attempts(owner, results, now, rule)
 
 
 async def test_a_refused_result_is_dropped_alone(fast: Platform, account: Account) -> None:

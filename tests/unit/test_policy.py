@@ -20,12 +20,14 @@ from hypothesis import strategies as st
 from bitbybit.delivery.policy import (
     JITTER,
     MAX_RETRY_AFTER_S,
+    SUSPENSION,
     SendResult,
+    Suspension,
     decide,
     parse_retry_after,
     signing_secrets,
 )
-from bitbybit.models import Job
+from bitbybit.models import AttemptResult, Job
 
 SCHEDULE = (30.0, 300.0, 1800.0, 7200.0)
 NOW = 1_700_000_000_000
@@ -336,3 +338,31 @@ def test_from_the_end_of_the_grace_period_the_new_secret_signs_alone(
     multi: bool, now_ms: int
 ) -> None:
     assert signing_secrets("whsec_old", "whsec_new", NEXT_AT, multi, now_ms) == ["whsec_new"]
+
+
+# -- suspension ------------------------------------------------------------------------------
+
+
+def outcome(status: str, *, gone: bool = False, ours: bool = False) -> AttemptResult:
+    return AttemptResult(
+        "dlv_1", "we_1", 5, NOW, 10, 410 if gone else 500, None, None, status, NOW, gone, ours
+    )
+
+
+def test_an_exhausted_delivery_counts_toward_suspension_unless_the_platform_failed() -> None:
+    assert SUSPENSION.counts(outcome("failed"))
+    assert not SUSPENSION.counts(outcome("failed", ours=True))
+    assert not SUSPENSION.counts(outcome("pending"))
+    assert not SUSPENSION.counts(outcome("succeeded"))
+
+
+def test_the_third_exhausted_event_in_a_row_suspends() -> None:
+    failed_ = outcome("failed")
+    assert SUSPENSION.reason(failed_, 2) is None
+    assert SUSPENSION.reason(failed_, 3) == "3 events in a row exhausted every retry"
+    assert SUSPENSION.reason(failed_, None) is None  # not counted (or the endpoint is gone)
+    assert Suspension(after=1).reason(failed_, 1) is not None
+
+
+def test_410_gone_suspends_at_once() -> None:
+    assert SUSPENSION.reason(outcome("failed", gone=True), None) == "the endpoint answered 410 Gone"

@@ -16,6 +16,28 @@ SUSPEND_AFTER = 3
 
 
 @dataclass(frozen=True, slots=True)
+class Suspension:
+    """When an endpoint is suspended (SPEC §6): at once on 410 Gone, or after ``after``
+    consecutive events whose deliveries exhausted every retry (a success resets the run). A
+    failure that is the platform's own never counts."""
+
+    after: int = SUSPEND_AFTER
+
+    def counts(self, result: AttemptResult) -> bool:
+        return result.status == "failed" and not result.ours
+
+    def reason(self, result: AttemptResult, exhausted_in_row: int | None) -> str | None:
+        if result.gone:
+            return "the endpoint answered 410 Gone"
+        if exhausted_in_row is not None and exhausted_in_row >= self.after:
+            return f"{exhausted_in_row} events in a row exhausted every retry"
+        return None
+
+
+SUSPENSION = Suspension()
+
+
+@dataclass(frozen=True, slots=True)
 class SendResult:
     """What one HTTP attempt gave, before any decision."""
 

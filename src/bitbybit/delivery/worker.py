@@ -26,7 +26,7 @@ import structlog
 
 from bitbybit.delivery import metrics
 from bitbybit.delivery.channel import Channel
-from bitbybit.delivery.policy import SUSPEND_AFTER, SendResult, decide
+from bitbybit.delivery.policy import SUSPENSION, SendResult, decide
 from bitbybit.delivery.sender import Sender
 from bitbybit.delivery.webhook_channel import WebhookChannel
 from bitbybit.errors import BitbybitError, StorageUnavailable
@@ -397,7 +397,7 @@ class Worker:
 
     async def _record(self, batch: list[AttemptResult]) -> Recorded:
         async with self.store.write(durable=False) as tx:
-            return await tx.record_attempts(self.name, batch, self.clock(), SUSPEND_AFTER)
+            return await tx.record_attempts(self.name, batch, self.clock(), SUSPENSION)
 
     async def _record_one_by_one(self, batch: list[AttemptResult]) -> Recorded:
         suspended: list[str] = []

@@ -32,6 +32,7 @@ from bitbybit.models import (
     Recorded,
     SealedSecrets,
     StoredResponse,
+    SuspensionRule,
     Tenant,
     Variant,
 )
@@ -189,7 +190,7 @@ class QueueTx(Protocol):
     async def due_targets(self, now: int) -> list[str]: ...
     async def release(self, owner: str, delivery_ids: Sequence[str], now: int) -> None: ...
     async def record_attempts(
-        self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
+        self, owner: str, results: Sequence[AttemptResult], now: int, rule: SuspensionRule
     ) -> Recorded:
         """Record attempts and their outcomes; the results of deliveries that no longer exist
         are skipped (and named in the answer), never an error."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bitbybit.models import WEBHOOK, AttemptResult, Job, QueueStats, Recorded
+from bitbybit.models import WEBHOOK, AttemptResult, Job, QueueStats, Recorded, SuspensionRule
 from bitbybit.store.sql.driver import Driver, Row, _in
 
 
@@ -111,10 +111,10 @@ class QueueSql:
             )
 
     async def record_attempts(
-        self, owner: str, results: Sequence[AttemptResult], now: int, suspend_after: int
+        self, owner: str, results: Sequence[AttemptResult], now: int, rule: SuspensionRule
     ) -> Recorded:
-        """Record attempts and their outcomes, each in its own storage, and suspend endpoints
-        the rule says to."""
+        """Record attempts and their outcomes, each in its own storage, and suspend the endpoints
+        ``rule`` says to (the rule is the delivery policy's; this applies it)."""
         if not results:
             return Recorded([], [])
         webhooks = [r for r in results if r.kind == WEBHOOK]
@@ -130,17 +130,15 @@ class QueueSql:
         for result in webhooks:
             if result.delivery_id not in kept:
                 continue
-            reason = None
-            if result.gone:
-                reason = "the endpoint answered 410 Gone"
-            elif result.status == "failed" and not result.ours:
+            exhausted = None
+            if rule.counts(result):
                 row = await self.db.fetchrow(
                     "UPDATE webhook_endpoints SET exhausted_in_row = exhausted_in_row + 1"
-                    " WHERE id = $1 RETURNING exhausted_in_row, status",
+                    " WHERE id = $1 RETURNING exhausted_in_row",
                     result.target,
                 )
-                if row is not None and row["exhausted_in_row"] >= suspend_after:
-                    reason = f"{row['exhausted_in_row']} events in a row exhausted every retry"
+                exhausted = None if row is None else int(row["exhausted_in_row"])
+            reason = rule.reason(result, exhausted)
             if reason is not None and result.target not in suspended:
                 touched = await self.db.execute(
                     "UPDATE webhook_endpoints SET status = 'suspended', status_reason = $2,"
