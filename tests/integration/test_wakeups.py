@@ -76,3 +76,31 @@ async def test_a_commit_that_makes_nothing_pending_wakes_no_one(
     finally:
         platform.store.on_deliveries.remove(heard.append)
     assert heard == []
+
+
+async def test_a_lost_listening_connection_is_opened_again(
+    platform: Platform, account: Account
+) -> None:
+    """After PostgreSQL ends the listening session (a restart, an operator), the store listens
+    again by itself, says notifications may have been missed, and hears the next ones."""
+    store = platform.store
+    if not isinstance(store, PostgresStore):
+        return  # SQLite has no LISTEN: wake-ups across processes are the poll
+    heard: asyncio.Queue[frozenset[str] | None] = asyncio.Queue()
+    close = await store.listen(heard.put_nowait)
+    name = f"bitbybit-listen{store.origin}"
+    try:
+        async with store.read() as tx:
+            ended = await tx.db.fetch(  # type: ignore[attr-defined]  # SqlTx
+                "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                name,
+            )
+        assert [row["ok"] for row in ended] == [True]
+        assert await asyncio.wait_for(heard.get(), 15) is None  # listening again; may have missed
+
+        async with store.read() as tx:
+            await tx.db.execute("NOTIFY bitbybit_deliveries, '@elsewhere we_after'")  # type: ignore[attr-defined]  # SqlTx
+        assert await asyncio.wait_for(heard.get(), 15) == frozenset({"we_after"})
+    finally:
+        await close()

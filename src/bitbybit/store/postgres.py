@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
+import structlog
 
 from bitbybit.config import DEFAULT_DATABASE_TIMEOUT
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
@@ -38,6 +39,8 @@ from bitbybit.store.sql import (
     job_from_row,
     succeeded_endpoints,
 )
+
+log = structlog.get_logger("bitbybit.store")
 
 MIGRATION_LOCK = 0x62697462  # "bitb": one advisory lock id for schema changes
 
@@ -163,6 +166,9 @@ class _Driver:
 
 
 WAKE_CHANNEL = "bitbybit_deliveries"
+LISTEN_RETRY_FIRST = 0.1
+LISTEN_RETRY_MOST = 5.0
+"""Seconds between attempts to listen again after the listening connection was lost."""
 BEGIN = "BEGIN"
 BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit TO OFF"
 # Data-modifying CTEs always run; the DELETE forgets the key's past windows.
@@ -442,23 +448,63 @@ class PostgresStore:
     ) -> Callable[[], Awaitable[None]]:
         """Call ``wake`` whenever another process commits new deliveries (LISTEN/NOTIFY), with
         the endpoints they are for when the notification names them. (This process's own
-        commits reach ``on_deliveries`` at once; hearing them again would cost a claim.)"""
+        commits reach ``on_deliveries`` at once; hearing them again would cost a claim.)
+
+        A listening connection that is lost (the server restarted, an operator ended it) is
+        opened again, with backoff, until the returned closer is called; ``wake(None)`` then
+        says that notifications may have been missed meanwhile."""
 
         def heard(_connection: object, _pid: int, _channel: str, payload: object) -> None:
             origin, _, names = str(payload).partition(" ")
             if origin != self.origin:
                 wake(frozenset(names.split()) or None)
 
-        settings = {"search_path": self.schema} if self.schema else {}
-        with _translated:
-            connection = await asyncpg.connect(
-                self.url, server_settings=settings, timeout=self.timeout
-            )
-            await connection.add_listener(WAKE_CHANNEL, heard)
+        settings = {"application_name": f"bitbybit-listen{self.origin}"}
+        if self.schema:
+            settings["search_path"] = self.schema
+        current: list[asyncpg.Connection] = []
+        reconnecting: set[asyncio.Task[None]] = set()
+        closed = False
+
+        async def connect() -> None:
+            with _translated:
+                connection = await asyncpg.connect(
+                    self.url, server_settings=settings, timeout=self.timeout
+                )
+                await connection.add_listener(WAKE_CHANNEL, heard)
+            connection.add_termination_listener(lost)
+            current[:] = [connection]
+
+        def lost(_connection: object) -> None:
+            if not closed:
+                task = asyncio.get_running_loop().create_task(reconnect())
+                reconnecting.add(task)
+                task.add_done_callback(reconnecting.discard)
+
+        async def reconnect() -> None:
+            delay = LISTEN_RETRY_FIRST
+            while not closed:
+                try:
+                    await connect()
+                except StorageError as error:
+                    log.warning("listen_lost", error=str(error), retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, LISTEN_RETRY_MOST)
+                    continue
+                log.info("listen_restored")
+                wake(None)
+                return
+
+        await connect()
 
         async def close() -> None:
-            if not connection.is_closed():
-                await connection.close()
+            nonlocal closed
+            closed = True
+            for task in list(reconnecting):
+                task.cancel()
+            for connection in current:
+                if not connection.is_closed():
+                    await connection.close()
 
         return close
 
