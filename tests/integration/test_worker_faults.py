@@ -7,7 +7,7 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,20 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen([*BITBYBIT, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+async def _terminated(
+    process: subprocess.Popen[bytes], log: Path, then: Callable[[], Awaitable[None]]
+) -> int:
+    """Once ``process`` has started its worker and ``then`` has run, SIGTERM it; its exit code."""
+    try:
+        await _wait_log(log, b'"worker_started"', process)
+        await then()
+        process.send_signal(signal.SIGTERM)
+        return await _exit_code(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 SLOW_ANSWER = 1.5
 
 
@@ -282,16 +296,12 @@ async def test_sigterm_records_every_attempt_in_flight(
         if command == "serve":
             args += ["--port", str(free_port())]
         log = tmp_path / f"{command}.log"
-        process = _spawn(args, env, log)
-        try:
-            await _wait_log(log, b'"worker_started"', process)
+
+        async def in_flight() -> None:
             await _insert_customers(platform, company_id, count)
             await hook.wait_for(count)  # all in flight: the receiver answers 1.5 s later
-            process.send_signal(signal.SIGTERM)
-            code = await _exit_code(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
+
+        code = await _terminated(_spawn(args, env, log), log, in_flight)
         rows = await fetch(store, "SELECT status, attempts FROM deliveries")
         attempts = await fetch(store, "SELECT status_code FROM delivery_attempts")
         leased = await fetch(store, "SELECT delivery_id FROM delivery_queue")
@@ -322,16 +332,14 @@ async def test_sigterm_gives_back_what_was_not_started(dialect: str, tmp_path: P
         env["BITBYBIT_DELIVERY_TIMEOUT"] = "10"
         env["BITBYBIT_LEASE_SECONDS"] = "600"  # released rows must not wait for this
         log = tmp_path / "worker.log"
-        process = _spawn(["worker", "--concurrency", "8"], env, log)
-        try:
-            await _wait_log(log, b'"worker_started"', process)
+
+        async def some_in_flight() -> None:
             await _insert_customers(platform, company_id, 200)
             await hook.wait_for(44)  # the 40 fast ones, then slow ones in flight
-            process.send_signal(signal.SIGTERM)
-            code = await _exit_code(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
+
+        code = await _terminated(
+            _spawn(["worker", "--concurrency", "8"], env, log), log, some_in_flight
+        )
         queue = await fetch(store, "SELECT lease_owner FROM delivery_queue")
         recorded = await fetch(store, "SELECT COUNT(*) AS n FROM delivery_attempts")
         done = await fetch(store, "SELECT COUNT(*) AS n FROM deliveries WHERE status = 'succeeded'")

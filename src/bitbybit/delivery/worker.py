@@ -321,7 +321,8 @@ class Worker:
                     ours=True,
                 )
             else:
-                await self._pace(channel, job.target)
+                if channel.pace is not None:  # (no coroutine per delivery when unpaced)
+                    await self._pace(channel.pace, job.target)
                 sent = await channel.send(job)
         except Exception as error:  # a bug must not strand the delivery: record it as failed
             log.exception("attempt_crashed", delivery_id=job.delivery_id, event_id=job.event_id)
@@ -444,13 +445,11 @@ class Worker:
             log.info("worker_draining", worker=self.name, inflight=len(self.tasks))
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def _pace(self, channel: Channel, target: str) -> None:
-        """Wait for ``target``'s turn when its channel limits how often attempts start."""
-        if channel.pace is None:
-            return
+    async def _pace(self, pace: float, target: str) -> None:
+        """Wait for ``target``'s turn: its channel starts at most ``pace`` attempts a second."""
         now = time.monotonic()
         start = max(now, self.next_start.get(target, now))
-        self.next_start[target] = start + 1 / channel.pace
+        self.next_start[target] = start + 1 / pace
         if start > now:
             await asyncio.sleep(start - now)
 
