@@ -12,6 +12,9 @@ from bitbybit.errors import ConfigurationError
 DEFAULT_DATABASE_URL = "sqlite:///./bitbybit.db"
 DEFAULT_RETRY_SCHEDULE = (30.0, 300.0, 1800.0, 7200.0)
 DEFAULT_DATABASE_TIMEOUT = 5.0
+CHANNELS = ("sandbox", "whatsapp-cloud")
+DEFAULT_GRAPH_URL = "https://graph.facebook.com"
+DEFAULT_GRAPH_VERSION = "v21.0"
 
 
 def _flag(value: str | None) -> bool:
@@ -41,6 +44,39 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"BITBYBIT_{name} must be a number, got {raw!r}") from None
     if not value > 0:
         raise ConfigurationError(f"BITBYBIT_{name} must be positive, got {raw}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(f"BITBYBIT_{name}") or choices[0]).strip()
+    if raw not in choices:
+        allowed = ", ".join(choices)
+        raise ConfigurationError(f"BITBYBIT_{name} must be one of {allowed}; got {raw!r}")
+    return raw
+
+
+def _numbers(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma list of E.164 numbers (``+6281…``)."""
+    raw = env.get(f"BITBYBIT_{name}") or ""
+    numbers = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for number in numbers:
+        if not (number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16):
+            raise ConfigurationError(
+                f"BITBYBIT_{name} must list E.164 numbers such as +6281234567890; got {number!r}"
+            )
+    return numbers
+
+
+def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(f"BITBYBIT_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"BITBYBIT_{name} must be a number, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigurationError(f"BITBYBIT_{name} must be zero or more, got {raw}")
     return value
 
 
@@ -93,6 +129,20 @@ class Settings:
     """Failed authentications a minute per client address (each process counts its own)."""
     metrics_address: tuple[str, int] | None = None
     """Where ``/metrics`` is served on its own; ``None``: on the API port (``serve`` only)."""
+    sandbox_status_step: float = 1.0
+    """Seconds between a sandbox message's statuses (sent → delivered → read)."""
+    sandbox_fail_numbers: tuple[str, ...] = ()
+    """Numbers (E.164) the sandbox fails to deliver to, with WhatsApp's error 131026."""
+    graph_url: str = DEFAULT_GRAPH_URL
+    """The WhatsApp Cloud API's base URL (a local fake in tests)."""
+    graph_version: str = DEFAULT_GRAPH_VERSION
+    whatsapp_pace: float = 80.0
+    """Messages a second one Cloud API number sends (Meta's default throughput)."""
+    whatsapp_coex_pace: float = 20.0
+    """Messages a second one coexistence number sends."""
+    whatsapp_pair_interval: float = 6.0
+    """Seconds between two messages from one number to one recipient (Meta's pair rate limit;
+    0 turns the pacing off)."""
     clock: Clock = field(default=system_clock, compare=False)
 
     @classmethod
@@ -115,10 +165,17 @@ class Settings:
             ),
             allow_private_targets=_flag(env.get("BITBYBIT_ALLOW_PRIVATE_TARGETS")),
             allow_http_targets=_flag(env.get("BITBYBIT_ALLOW_HTTP_TARGETS")),
-            channel=env.get("BITBYBIT_CHANNEL") or "sandbox",
+            channel=_choice(env, "CHANNEL", CHANNELS),
             secret_key=env.get("BITBYBIT_SECRET_KEY") or None,
             database_timeout=_positive_float(env, "DATABASE_TIMEOUT", DEFAULT_DATABASE_TIMEOUT),
             auth_failure_limit=_positive_int(env, "AUTH_FAILURE_LIMIT", 20),
             metrics_address=(parse_address(metrics, "METRICS_ADDRESS") if metrics else None),
+            sandbox_status_step=_positive_float(env, "SANDBOX_STATUS_STEP", 1.0),
+            sandbox_fail_numbers=_numbers(env, "SANDBOX_FAIL_NUMBERS"),
+            graph_url=(env.get("BITBYBIT_GRAPH_URL") or DEFAULT_GRAPH_URL).rstrip("/"),
+            graph_version=env.get("BITBYBIT_GRAPH_VERSION") or DEFAULT_GRAPH_VERSION,
+            whatsapp_pace=_positive_float(env, "WHATSAPP_PACE", 80.0),
+            whatsapp_coex_pace=_positive_float(env, "WHATSAPP_COEX_PACE", 20.0),
+            whatsapp_pair_interval=_non_negative_float(env, "WHATSAPP_PAIR_INTERVAL", 6.0),
         )
         return replace(settings, **overrides)  # type: ignore[arg-type]  # overrides are fields

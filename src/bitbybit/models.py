@@ -277,6 +277,9 @@ class AttemptResult:
     ours: bool = False
     """It failed for a reason of the platform's own: it never counts toward suspension."""
     kind: str = WEBHOOK
+    deferred: bool = False
+    """Not an attempt: the channel put the job off (``number`` is the attempts made so far);
+    nothing goes into its history."""
 
 
 class SuspensionRule(Protocol):
@@ -310,3 +313,106 @@ class QueueStats:
     pending: int
     due: int
     oldest_due_at: int | None
+
+
+# -- messaging (ADR 0009) ------------------------------------------------------------------------
+
+WHATSAPP = "whatsapp"
+"""The kind of an outbound message's job (``channels.messaging``)."""
+WHATSAPP_RECEIPT = "whatsapp-receipt"
+"""The kind of a sandbox status receipt's job: the sandbox's stand-in for Meta's callbacks."""
+
+STATUS_RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3}
+"""How far an outbound message has got; a status only ever moves up (``failed`` is final)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppNumber:
+    """A company's WhatsApp Business number on the Cloud API; the access token and app secret
+    are kept sealed (encrypted), the verify token only as a hash."""
+
+    phone_number_id: str
+    company_id: str
+    source: str
+    """``whatsapp cloud api`` or ``whatsapp coex`` (a coexistence number, paced slower)."""
+    waba_id: str | None
+    access_token: str
+    app_secret: str
+    verify_token_hash: str
+    pace: float | None
+    """Messages a second this number may send; ``None``: the default for its source."""
+    created_at: int
+    updated_at: int
+
+
+@dataclass(slots=True)
+class Template:
+    name: str
+    source: str
+    """``CRM`` or ``AUTH``."""
+    language: str
+    body: str
+    """With ``{{1}}``, ``{{2}}``, … placeholders, numbered from 1 without gaps."""
+    header_media_url: str | None
+    param_count: int
+    created_at: int
+    updated_at: int
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An agent's ticket on a customer: while it is open, automated sends are refused unless
+    they say ``ignoreActiveTicket``."""
+
+    id: str
+    customer_id: str
+    status: str
+    """``open`` or ``closed``."""
+    opened_at: int
+    closed_at: int | None
+    updated_at: int
+
+
+@dataclass(slots=True)
+class Message:
+    """A WhatsApp message either way. ``phone`` is always the customer's number."""
+
+    id: str
+    direction: str
+    """``in`` (from the customer) or ``out`` (sent through the API)."""
+    phone: str
+    customer_id: str | None
+    type: str
+    """``text``, ``image``, ``template``; inbound also ``audio``, ``document``, ``location``, …"""
+    body: str | None
+    """The text; for a template its rendered body; for inbound media the caption or a
+    placeholder such as ``[image]``."""
+    media_url: str | None
+    media_id: str | None
+    template_name: str | None
+    template_source: str | None
+    params: list[str]
+    source: str
+    """The channel code: ``SANDBOX``, ``WHATSAPP_META`` or ``WHATSAPP_COEX``."""
+    status: str
+    """Outbound: ``accepted``, ``sent``, ``delivered``, ``read`` or ``failed``; inbound:
+    ``received``."""
+    error_code: int | None
+    error_message: str | None
+    wa_id: str | None
+    """WhatsApp's id of the message (``wamid.…``), once known."""
+    job_id: str | None
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """One status reported for an outbound message, as kept in its history."""
+
+    status: str
+    at: int
+    error_code: int | None
+    error_message: str | None
+    applied: bool
+    """It moved the message forward (a late or repeated report is kept but changes nothing)."""

@@ -91,6 +91,9 @@ class Platform:
         signing secrets the database holds: started anyway, every delivery attempt to their
         endpoints would fail, use up its retries and suspend the endpoint.
 
+        The same goes for the WhatsApp numbers' access tokens and app secrets (the first
+        ``SECRET_CHECK_SAMPLE`` numbers): sends and callbacks would fail without them.
+
         Fernet tokens do not say which key made them, so the check decrypts stored secrets: those
         of the ``SECRET_CHECK_SAMPLE`` endpoints changed last (a wrong key, a process missing the
         key the others now encrypt with) and of the ``SECRET_CHECK_SAMPLE`` created first (a key
@@ -103,7 +106,9 @@ class Platform:
         """
         async with self.store.read() as tx:
             sample = await tx.sample_sealed_secrets(SECRET_CHECK_SAMPLE)
+            numbers = await tx.page_whatsapp_numbers("", SECRET_CHECK_SAMPLE)
         tokens = [token for sealed in sample for token in sealed.tokens]
+        tokens += [token for n in numbers for token in (n.access_token, n.app_secret)]
         unreadable = sum(not self.secrets.opens(token) for token in tokens)
         if unreadable:
             raise self.secrets.mismatch(unreadable, len(tokens))

@@ -259,3 +259,72 @@ class TestSend(Body):
 
 class Replay(Body):
     endpointId: Name | None = None
+
+
+# -- messaging (SPEC §3 Messages, §7) ----------------------------------------------------------
+
+MessageText = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_storable)]
+"""WhatsApp's limit for a text message (a caption's, 1,024, is checked with ``imageUrl``)."""
+Sources = Literal["whatsapp cloud api", "whatsapp coex"]
+CountryCode = Annotated[str, Field(min_length=2, max_length=2, pattern="^[A-Za-z]{2}$")]
+TemplateName = Annotated[
+    str,
+    Field(min_length=1, max_length=512, pattern="^[a-z0-9_]+$"),
+    AfterValidator(_storable),
+]
+TemplateParam = Annotated[str, Field(max_length=1024), AfterValidator(_storable)]
+
+
+class MessageSend(Body):
+    to: Phone
+    message: MessageText
+    sources: Sources = "whatsapp cloud api"
+    imageUrl: Url | None = Field(default=None, description="Send an image, `message` its caption")
+    ignoreActiveTicket: bool = False
+    countryCode: CountryCode | None = Field(
+        default=None, description="For a local `to`; the company's country by default"
+    )
+
+    @model_validator(mode="after")
+    def _caption_fits(self) -> MessageSend:
+        if self.imageUrl is not None and len(self.message) > 1024:
+            raise ValueError("message: an image's caption is limited to 1024 characters")
+        return self
+
+
+class TemplateSend(Body):
+    to: Phone
+    template_name: TemplateName
+    template_source: Literal["CRM", "AUTH"] = "CRM"
+    params: Annotated[list[TemplateParam], Field(max_length=100)] = []
+    mediaUrl: Url | None = Field(
+        default=None, description="The header image, if the template has one"
+    )
+    sources: Sources = "whatsapp cloud api"
+    ignoreActiveTicket: bool = False
+    countryCode: CountryCode | None = None
+
+
+class TemplateCreate(Body):
+    name: TemplateName
+    source: Literal["CRM", "AUTH"] = "CRM"
+    language: Annotated[str, Field(min_length=2, max_length=15, pattern="^[A-Za-z_]+$")] = "en"
+    body: Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_storable)]
+    headerMediaUrl: Url | None = None
+
+
+class TemplateUpdate(Body):
+    """Only the fields sent change."""
+
+    source: Literal["CRM", "AUTH"] | None = None
+    language: Annotated[str, Field(min_length=2, max_length=15, pattern="^[A-Za-z_]+$")] | None = (
+        None
+    )
+    body: Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_storable)] | None = (
+        None
+    )
+    headerMediaUrl: Url | None = None
+
+
+class TicketCreate(Body):
+    customerId: Name

@@ -83,7 +83,7 @@ async def test_migrating_to_a_target_stops_there(empty_store: Store) -> None:
 LIVE = Tenant("co_seed", "live")
 
 
-async def _seed_v1(db: Driver) -> None:
+async def _seed_v1(db: Driver, version: int) -> None:
     await db.execute(
         "INSERT INTO companies (id, name, country, created_at) VALUES ($1, $2, $3, $4)",
         "co_seed",
@@ -183,7 +183,7 @@ async def _seed_v1(db: Driver) -> None:
     )
 
 
-async def _seed_v2(db: Driver) -> None:
+async def _seed_v2(db: Driver, version: int) -> None:
     await db.execute(
         "INSERT INTO webhook_endpoints (id, company_id, mode, url, events, status, secret,"
         " multi_signature, exhausted_in_row, created_at, updated_at)"
@@ -217,10 +217,18 @@ async def _seed_v2(db: Driver) -> None:
     )
 
 
-async def _seed_v3(db: Driver) -> None:
+def _queue_columns(version: int) -> tuple[str, str]:
+    """A webhook delivery's queue row in version ``version``'s schema: the columns before the
+    lease and the values of those past ``$1..$3`` (from version 5 the queue names a target and
+    a kind)."""
+    return ("endpoint_id, due_at", "") if version < 5 else ("target, due_at, kind", ", 'webhook'")
+
+
+async def _seed_v3(db: Driver, version: int) -> None:
     # From version 3 a pending delivery is one with a queue row.
+    columns, kind = _queue_columns(version)
     await db.execute(
-        "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at) VALUES ($1, $2, $3)",
+        f"INSERT INTO delivery_queue (delivery_id, {columns}) VALUES ($1, $2, $3{kind})",  # noqa: S608  # columns of our own
         "del_seed",
         "we_seed",
         T0,
@@ -238,7 +246,7 @@ async def _seed_v3(db: Driver) -> None:
     )
 
 
-async def _seed_v4(db: Driver) -> None:
+async def _seed_v4(db: Driver, version: int) -> None:
     # A delivery leased by a worker when the queue learns kinds and targets (version 5).
     await db.execute(
         "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
@@ -255,9 +263,10 @@ async def _seed_v4(db: Driver) -> None:
         T0,
         T0,
     )
+    columns, kind = _queue_columns(version)
     await db.execute(
-        "INSERT INTO delivery_queue (delivery_id, endpoint_id, due_at, lease_owner,"
-        " lease_expires_at) VALUES ($1, $2, $3, $4, $5)",
+        f"INSERT INTO delivery_queue (delivery_id, {columns}, lease_owner, lease_expires_at)"  # noqa: S608  # columns of our own
+        f" VALUES ($1, $2, $3{kind}, $4, $5)",
         "del_seed_leased",
         "we_seed",
         T0,
@@ -266,11 +275,39 @@ async def _seed_v4(db: Driver) -> None:
     )
 
 
-SEEDS: dict[int, Callable[[Driver], Awaitable[None]]] = {
+async def _seed_v5(db: Driver, version: int) -> None:
+    # A job of another kind queued when messaging arrives (version 6).
+    await db.execute(
+        "INSERT INTO jobs (id, kind, target, company_id, mode, payload, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "job_seed",
+        "whatsapp",
+        "sandbox:co_seed:live",
+        "co_seed",
+        "live",
+        b"{}",
+        "pending",
+        0,
+        T0,
+        T0,
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO delivery_queue (delivery_id, target, due_at, kind) VALUES ($1, $2, $3, $4)",
+        "job_seed",
+        "sandbox:co_seed:live",
+        T0,
+        "whatsapp",
+    )
+
+
+SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     1: _seed_v1,
     2: _seed_v2,
     3: _seed_v3,
     4: _seed_v4,
+    5: _seed_v5,
 }
 
 
@@ -280,7 +317,7 @@ async def seed(store: Store, version: int) -> None:
         db = cast(SqlTx, tx).db
         for seeded_version in sorted(SEEDS):
             if seeded_version <= version:
-                await SEEDS[seeded_version](db)
+                await SEEDS[seeded_version](db, version)
 
 
 async def fresh_schema(
@@ -331,8 +368,9 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
             stats = await tx.queue_stats(T0)
         assert delivery is not None
         assert delivery.status == "pending"
-        assert due == ["we_seed"]
-        queued = 2 if version >= 4 else 1  # and from version 4, the leased one
+        # (from version 5, a whatsapp job's target has work too)
+        assert due == (["we_seed"] if version < 5 else ["sandbox:co_seed:live", "we_seed"])
+        queued = {2: 1, 3: 1, 4: 2}.get(version, 3)  # from 4 the leased one, from 5 the job
         assert (stats.pending, stats.due, stats.oldest_due_at) == (queued, queued, T0)
     if version >= 3:  # the stored response is still replayed, and prunable once expired
         async with empty_store.read() as tx:
@@ -347,10 +385,16 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
                 "SELECT delivery_id, kind, target, lease_owner FROM delivery_queue"
                 " ORDER BY delivery_id"
             )
-        assert [tuple(row.values()) for row in map(dict, rows)] == [
+        assert [tuple(row.values()) for row in map(dict, rows)][:2] == [
             ("del_seed", "webhook", "we_seed", None),
             ("del_seed_leased", "webhook", "we_seed", "worker-seed"),
         ]
+    if version >= 5:  # the queued job is still there, and messaging's tables are empty
+        async with empty_store.read() as tx:
+            job = await tx.get_job(LIVE, "job_seed")
+            assert await tx.list_whatsapp_numbers("co_seed") == []
+        assert job is not None
+        assert (job.kind, job.status) == ("whatsapp", "pending")
 
 
 def test_every_version_but_the_newest_has_seed_data() -> None:

@@ -35,6 +35,13 @@ VARIABLES = {
     "BITBYBIT_DATABASE_TIMEOUT",
     "BITBYBIT_AUTH_FAILURE_LIMIT",
     "BITBYBIT_METRICS_ADDRESS",
+    "BITBYBIT_SANDBOX_STATUS_STEP",
+    "BITBYBIT_SANDBOX_FAIL_NUMBERS",
+    "BITBYBIT_GRAPH_URL",
+    "BITBYBIT_GRAPH_VERSION",
+    "BITBYBIT_WHATSAPP_PACE",
+    "BITBYBIT_WHATSAPP_COEX_PACE",
+    "BITBYBIT_WHATSAPP_PAIR_INTERVAL",
 }
 """Every variable ``Settings.from_env`` reads. A new one belongs here, with tests below."""
 
@@ -47,6 +54,9 @@ SECONDS = {
     "BITBYBIT_DELIVERY_TIMEOUT": ("delivery_timeout", 30.0),
     "BITBYBIT_DATABASE_TIMEOUT": ("database_timeout", DEFAULT_DATABASE_TIMEOUT),
     "BITBYBIT_LEASE_SECONDS": ("lease_seconds", None),
+    "BITBYBIT_SANDBOX_STATUS_STEP": ("sandbox_status_step", 1.0),
+    "BITBYBIT_WHATSAPP_PACE": ("whatsapp_pace", 80.0),
+    "BITBYBIT_WHATSAPP_COEX_PACE": ("whatsapp_coex_pace", 20.0),
 }
 
 
@@ -264,3 +274,29 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(AttributeError):
         settings.rate_limit = 5  # type: ignore[misc]  # the point: it cannot be assigned
+
+
+# messaging -------------------------------------------------------------------------------------
+
+
+def test_the_channel_must_be_one_of_the_two() -> None:
+    assert Settings.from_env({"BITBYBIT_CHANNEL": "whatsapp-cloud"}).channel == "whatsapp-cloud"
+    message = refusal({"BITBYBIT_CHANNEL": "whatsapp"})
+    assert "BITBYBIT_CHANNEL" in message
+    assert "sandbox, whatsapp-cloud" in message
+
+
+def test_sandbox_fail_numbers_are_e164() -> None:
+    settings = Settings.from_env({"BITBYBIT_SANDBOX_FAIL_NUMBERS": "+6281234567999, +15550001"})
+    assert settings.sandbox_fail_numbers == ("+6281234567999", "+15550001")
+    assert "E.164" in refusal({"BITBYBIT_SANDBOX_FAIL_NUMBERS": "081234567999"})
+
+
+def test_graph_url_loses_its_trailing_slash_and_the_pair_interval_may_be_zero() -> None:
+    settings = Settings.from_env(
+        {"BITBYBIT_GRAPH_URL": "http://127.0.0.1:9/", "BITBYBIT_WHATSAPP_PAIR_INTERVAL": "0"}
+    )
+    assert settings.graph_url == "http://127.0.0.1:9"
+    assert settings.whatsapp_pair_interval == 0.0
+    assert "zero or more" in refusal({"BITBYBIT_WHATSAPP_PAIR_INTERVAL": "-1"})
+    assert "zero or more" in refusal({"BITBYBIT_WHATSAPP_PAIR_INTERVAL": "inf"})

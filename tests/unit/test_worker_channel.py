@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from bitbybit.clock import system_clock
 from bitbybit.config import Settings
 from bitbybit.delivery.policy import SendResult
 from bitbybit.delivery.worker import Worker
-from bitbybit.models import Job, Tenant
+from bitbybit.models import AttemptResult, Job, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate, EndpointCreate
 from bitbybit.services import access, customers, webhooks
@@ -38,13 +38,17 @@ class SmsChannel:
         pace: float | None = None,
     ) -> None:
         self.answer = answer
-        self.pace = pace
+        self.rate = pace
         self.running: Counter[str] = Counter()
         self.most: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()
         self.starts: dict[str, list[float]] = {}
         self.payloads: list[bytes] = []
+        self.recorded_results: list[AttemptResult] = []
         self.closed = False
+
+    def pace(self, job: Job) -> float | None:
+        return self.rate
 
     async def send(self, job: Job) -> SendResult:
         self.attempts[job.delivery_id] += 1
@@ -56,6 +60,9 @@ class SmsChannel:
             return await self.answer(job)
         finally:
             self.running[job.target] -= 1
+
+    async def recorded(self, tx: Tx, results: Sequence[AttemptResult]) -> None:
+        self.recorded_results.extend(results)
 
     async def close(self) -> None:
         self.closed = True
@@ -303,3 +310,88 @@ async def test_a_job_of_a_kind_without_a_channel_fails_as_the_platforms_own(
         job = await tx.get_job(tenant, ids[0])
     assert job is not None
     assert "no channel sends 'test-sms' jobs" in (job.last_error or "")
+
+
+async def test_a_channel_writes_what_its_results_mean_in_the_recording_transaction(
+    platform: Platform,
+) -> None:
+    """``recorded`` gets each finished attempt of its kind once, in the transaction that
+    records it: what it writes there commits with the job's outcome."""
+
+    class Noting(SmsChannel):
+        async def recorded(self, tx: Tx, results: Sequence[AttemptResult]) -> None:
+            await super().recorded(tx, results)
+            for result in results:  # a write of the channel's own, beside the job's record
+                await tx.enqueue_job(tenant, "test-note", "notes", result.delivery_id.encode(), 0)
+
+    async def instant(job: Job) -> SendResult:
+        return ok()
+
+    channel = Noting(instant)
+    tenant = await tenant_of(platform)
+    ids = await enqueue(platform, tenant, "+6281100000002", 6)
+    async with running(Worker(platform, concurrency=4, channels=[channel])):
+
+        async def done() -> bool:
+            return (await jobs_by_status(platform, tenant, ids))["succeeded"] == 6
+
+        await until(done)
+    assert sorted(r.delivery_id for r in channel.recorded_results) == sorted(ids)
+    assert {r.status for r in channel.recorded_results} == {"succeeded"}
+    async with platform.store.read() as tx:
+        rows = await tx.db.fetch("SELECT payload FROM jobs WHERE kind = 'test-note'")  # type: ignore[attr-defined]  # SqlTx
+    assert sorted(bytes(row["payload"]).decode() for row in rows) == sorted(ids)
+
+
+async def test_a_channel_whose_record_step_fails_still_has_its_attempts_recorded(
+    platform: Platform,
+) -> None:
+    """A bug in a channel's ``recorded`` never leaves its jobs leased to be sent again: the
+    attempts are recorded without it."""
+
+    class Broken(SmsChannel):
+        async def recorded(self, tx: Tx, results: Sequence[AttemptResult]) -> None:
+            raise RuntimeError("bug in the channel")
+
+    async def instant(job: Job) -> SendResult:
+        return ok()
+
+    channel = Broken(instant)
+    tenant = await tenant_of(platform)
+    ids = await enqueue(platform, tenant, "+6281100000003", 3)
+    async with running(Worker(platform, concurrency=4, channels=[channel])):
+
+        async def done() -> bool:
+            return (await jobs_by_status(platform, tenant, ids))["succeeded"] == 3
+
+        await until(done)
+    assert sum(channel.attempts.values()) == 3
+
+
+async def test_a_deferred_job_is_not_an_attempt(platform: Platform) -> None:
+    """A channel may put a job off (a limit of the target's says not yet): it is due again
+    after the wait, with no attempt counted or kept in its history."""
+
+    async def later_then_ok(job: Job) -> SendResult:
+        if channel.attempts[job.delivery_id] == 1:
+            return SendResult(
+                started_at=system_clock(), latency_ms=0, error="not yet", wait_s=0.05, deferred=True
+            )
+        return ok()
+
+    channel = SmsChannel(later_then_ok)
+    tenant = await tenant_of(platform)
+    (job_id,) = await enqueue(platform, tenant, "+6281100000004", 1)
+    async with running(Worker(platform, concurrency=4, channels=[channel])):
+
+        async def done() -> bool:
+            return (await jobs_by_status(platform, tenant, [job_id]))["succeeded"] == 1
+
+        await until(done)
+    async with platform.store.read() as tx:
+        job = await tx.get_job(tenant, job_id)
+        history = await tx.list_job_attempts(job_id)
+    assert channel.attempts[job_id] == 2
+    assert job is not None
+    assert job.attempts == 1
+    assert [attempt.number for attempt in history] == [1]

@@ -16,7 +16,8 @@ from starlette.responses import Response
 from bitbybit import __version__
 from bitbybit.api import errors
 from bitbybit.api.middleware import Guard
-from bitbybit.api.routes import customers, orders, products, webhooks
+from bitbybit.api.routes import customers, messages, meta, orders, products, webhooks
+from bitbybit.channels import delivery_worker
 from bitbybit.config import Settings
 from bitbybit.delivery.metrics_server import serving_metrics
 from bitbybit.errors import StorageError
@@ -26,17 +27,19 @@ from bitbybit.services.access import FailedAuthLimiter
 from bitbybit.services.idempotency import pruning
 
 CUSTOMER_PREFIXES = ("/customer/open/v1", "/customer/api/open/v1")
+WHATSAPP_PREFIXES = ("/whatsapp/open/v1", "/whatsapp/api/open/v1")
 READY_WITHIN = 2.0
 """Seconds ``/readyz`` gives the database (at most ``BITBYBIT_DATABASE_TIMEOUT``)."""
 
 log = structlog.get_logger("bitbybit.api")
 
-DESCRIPTION = """The bitbybit Open API: customers, orders and products, with every change
-delivered as a signed webhook event.
+DESCRIPTION = """The bitbybit Open API: customers, orders, products and WhatsApp messages, with
+every change delivered as a signed webhook event.
 
 Authenticate with `x-api-key: bbb_live_…` (or `x-bitbybit-key`). Every answer is
 `{"data": …}` (lists add `meta`), every error `{"error": {"code", "message", "details"?}}`.
-`/customer/api/open/v1` is an alias of `/customer/open/v1`."""
+`/customer/api/open/v1` is an alias of `/customer/open/v1`, `/whatsapp/api/open/v1` of
+`/whatsapp/open/v1` (messages, templates, tickets)."""
 
 
 def create_app(
@@ -86,6 +89,9 @@ def create_app(
     for index, prefix in enumerate(CUSTOMER_PREFIXES):
         for module in (customers, products, orders, webhooks):
             app.include_router(module.router, prefix=prefix, include_in_schema=index == 0)
+    for index, prefix in enumerate(WHATSAPP_PREFIXES):
+        app.include_router(messages.router, prefix=prefix, include_in_schema=index == 0)
+    app.include_router(meta.router)
 
     if settings.metrics_address is None:  # else only on that address: see metrics_server
 
@@ -130,9 +136,7 @@ async def _delivering(app: FastAPI, platform: Platform, concurrency: int) -> Asy
     if concurrency <= 0:
         yield
         return
-    from bitbybit.delivery.worker import Worker
-
-    worker = asyncio.create_task(Worker(platform, concurrency=concurrency).run(stop))
+    worker = asyncio.create_task(delivery_worker(platform, concurrency).run(stop))
     try:
         yield
     finally:

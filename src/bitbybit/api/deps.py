@@ -86,6 +86,8 @@ ProductsWrite = Annotated[Caller, Depends(scoped("products:write"))]
 ProductsDelete = Annotated[Caller, Depends(scoped("products:delete"))]
 WebhooksRead = Annotated[Caller, Depends(scoped("webhooks:read"))]
 WebhooksWrite = Annotated[Caller, Depends(scoped("webhooks:write"))]
+MessagesRead = Annotated[Caller, Depends(scoped("messages:read"))]
+MessagesWrite = Annotated[Caller, Depends(scoped("messages:write"))]
 
 
 SORT_FIELDS = {
@@ -170,12 +172,14 @@ async def create_once(
     idempotency_key: str | None,
     operation: Callable[[Tx], Awaitable[T]],
     present: Callable[[T], Any],
+    status_code: int = 201,
 ) -> Response:
-    """Run a create at most once per ``Idempotency-Key``; answer 201 with its resource."""
+    """Run a create at most once per ``Idempotency-Key``; answer ``status_code`` (201) with
+    its resource."""
     fingerprint = request_hash(request.method, canonical_path(request), await request.body())
 
     def render(result: T) -> tuple[int, bytes]:
-        return 201, orjson.dumps({"data": present(result)})
+        return status_code, orjson.dumps({"data": present(result)})
 
     outcome = await run_once(platform, who.tenant, idempotency_key, fingerprint, operation, render)
     response = Response(outcome.body, outcome.status_code, media_type=JSON_TYPE)
@@ -184,14 +188,16 @@ async def create_once(
     return response
 
 
-CANONICAL_PREFIX = "/customer/open/v1"
-ALIAS_PREFIX = "/customer/api/open/v1"
+ALIASES = {
+    "/customer/api/open/v1": "/customer/open/v1",
+    "/whatsapp/api/open/v1": "/whatsapp/open/v1",
+}
+"""Each alias prefix and the prefix it stands for (SPEC §2)."""
 
 
 def canonical_path(request: Request) -> str:
     path = request.url.path
-    return (
-        CANONICAL_PREFIX + path.removeprefix(ALIAS_PREFIX)
-        if path.startswith(ALIAS_PREFIX)
-        else path
-    )
+    for alias, canonical in ALIASES.items():
+        if path.startswith(alias):
+            return canonical + path.removeprefix(alias)
+    return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ErrorDetail(BaseModel):
@@ -295,3 +295,105 @@ class Replayed(BaseModel):
 
 class ReplayedEnvelope(BaseModel):
     data: Replayed
+
+
+# -- messaging -----------------------------------------------------------------------------------
+
+
+class SendAccepted(BaseModel):
+    messageId2: str
+    timestamp: str
+
+
+class SendEnvelope(BaseModel):
+    data: SendAccepted
+
+
+class MessageErrorOut(BaseModel):
+    code: int | None
+    message: str | None
+
+
+class StatusOut(BaseModel):
+    status: str
+    timestamp: str
+    applied: bool
+    error: MessageErrorOut | None = None
+
+
+class MessageOut(BaseModel):
+    id: str
+    direction: str
+    to: str | None = Field(default=None, description="The customer's number, outbound")
+    from_: str | None = Field(default=None, alias="from", description="Theirs, inbound")
+    customerId: str | None
+    type: str
+    body: str | None
+    mediaUrl: str | None
+    mediaId: str | None
+    templateName: str | None
+    templateSource: str | None
+    params: list[str]
+    source: str
+    status: str
+    error: MessageErrorOut | None
+    whatsappMessageId: str | None
+    createdAt: str
+    updatedAt: str
+    statuses: list[StatusOut] | None = Field(
+        default=None, description="Every status reported, with the one request (`requests`)"
+    )
+
+
+class MessageList(BaseModel):
+    data: list[MessageOut]
+    meta: Meta
+
+
+class TemplateOut(BaseModel):
+    name: str
+    source: str
+    language: str
+    body: str
+    headerMediaUrl: str | None
+    paramCount: int
+    createdAt: str
+    updatedAt: str
+
+
+class TemplateEnvelope(BaseModel):
+    data: TemplateOut
+
+
+class TemplateList(BaseModel):
+    data: list[TemplateOut]
+    meta: Meta
+
+
+class DeletedTemplate(BaseModel):
+    name: str
+
+
+class DeletedTemplateEnvelope(BaseModel):
+    data: DeletedTemplate
+
+
+class TicketOut(BaseModel):
+    id: str
+    customerId: str
+    status: str
+    openedAt: str
+    closedAt: str | None
+
+
+class TicketEnvelope(BaseModel):
+    data: TicketOut
+
+
+class TicketList(BaseModel):
+    data: list[TicketOut]
+    meta: Meta
+
+
+class MessageEnvelope(BaseModel):
+    data: MessageOut

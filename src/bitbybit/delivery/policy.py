@@ -54,6 +54,12 @@ class SendResult:
     ours: bool = False
     """The platform's own failure, not the endpoint's (a payload over the size limit, a signing
     secret it cannot decrypt, a bug): it never counts toward suspending the endpoint."""
+    wait_s: float | None = None
+    """The least the channel knows the retry must wait (Meta's throttling), whatever the
+    answer's status."""
+    deferred: bool = False
+    """Not attempted at all (a limit of the target's, such as WhatsApp's per-recipient pace,
+    says not yet): the job is due again after ``wait_s``, its attempts unchanged."""
 
     @property
     def succeeded(self) -> bool:
@@ -79,6 +85,21 @@ def parse_retry_after(value: str | None, now_ms: int) -> float | None:
 def decide(
     job: Job, sent: SendResult, schedule: tuple[float, ...], now_ms: int, rng: random.Random
 ) -> AttemptResult:
+    if sent.deferred:
+        return AttemptResult(
+            delivery_id=job.delivery_id,
+            target=job.target,
+            number=job.attempts,
+            started_at=sent.started_at,
+            latency_ms=0,
+            status_code=None,
+            error=sent.error,
+            response_body=None,
+            status="pending",
+            next_attempt_at=now_ms + round((sent.wait_s or 0) * 1000),
+            kind=job.kind,
+            deferred=True,
+        )
     number = job.attempts + 1
     status = "failed"
     next_attempt_at = now_ms
@@ -89,6 +110,8 @@ def decide(
         delay = schedule[number - 1] * (1 + rng.uniform(0, JITTER))
         if sent.retry_after_s is not None and sent.status_code in (429, 503):
             delay = max(delay, sent.retry_after_s)
+        if sent.wait_s is not None:
+            delay = max(delay, sent.wait_s)
         status = "pending"
         next_attempt_at = now_ms + round(delay * 1000)
     return AttemptResult(

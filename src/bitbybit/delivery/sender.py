@@ -23,8 +23,13 @@ MAX_RESPONSE_BYTES = 4096
 
 
 class Sender:
-    def __init__(self, settings: Settings, *, connections: int = 500) -> None:
+    """POSTs with one shared session. ``guarded`` (webhooks): every URL is vetted and every
+    connection resolved through the SSRF guard; an operator-configured API (the Graph API) is
+    called unguarded."""
+
+    def __init__(self, settings: Settings, *, connections: int = 500, guarded: bool = True) -> None:
         self.policy = TargetPolicy.from_settings(settings)
+        self.guarded = guarded
         self.clock = settings.clock
         self.timeout = settings.delivery_timeout
         self.connections = connections
@@ -33,10 +38,17 @@ class Sender:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=new_connector(
+            connector = (
+                new_connector(
                     self.policy, limit=self.connections, limit_per_host=0, keepalive_timeout=30
-                ),
+                )
+                if self.guarded
+                else aiohttp.TCPConnector(
+                    limit=self.connections, limit_per_host=0, keepalive_timeout=30
+                )
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
                 trust_env=False,
                 auto_decompress=False,
                 skip_auto_headers=("Accept", "Accept-Encoding"),
@@ -54,14 +66,10 @@ class Sender:
     ) -> SendResult:
         """Sign ``body`` with a fresh timestamp and POST it; never raises for target trouble."""
         started = self.clock()
-        clock = time.monotonic()
-
-        def result(**fields: object) -> SendResult:
-            latency = round((time.monotonic() - clock) * 1000)
-            return SendResult(started_at=started, latency_ms=latency, **fields)  # type: ignore[arg-type]  # fields of SendResult
-
         if len(body) > MAX_PAYLOAD_BYTES:
-            return result(
+            return SendResult(
+                started_at=started,
+                latency_ms=0,
                 error=f"payload of {len(body)} bytes is over the {MAX_PAYLOAD_BYTES} byte limit",
                 permanent=True,
                 ours=True,
@@ -69,8 +77,22 @@ class Sender:
         try:
             check_url(url, self.policy)
         except TargetRefused as refused:
-            return result(error=refused.message)
+            return SendResult(started_at=started, latency_ms=0, error=refused.message)
         headers = webhook_headers(event_id, event_type, body, secrets, started // 1000)
+        return await self.post(url, body, headers, started)
+
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str], started: int | None = None
+    ) -> SendResult:
+        """POST ``body`` within the delivery timeout and read up to 4 KB of the answer; never
+        raises for trouble with the target (that is a failed result)."""
+        started = self.clock() if started is None else started
+        clock = time.monotonic()
+
+        def result(**fields: object) -> SendResult:
+            latency = round((time.monotonic() - clock) * 1000)
+            return SendResult(started_at=started, latency_ms=latency, **fields)  # type: ignore[arg-type]  # fields of SendResult
+
         status: int | None = None
         try:
             async with asyncio.timeout(self.timeout):

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
 
 from bitbybit.delivery.policy import SendResult, signing_secrets
 from bitbybit.delivery.sender import Sender
 from bitbybit.errors import ConfigurationError
-from bitbybit.models import Job
+from bitbybit.models import WEBHOOK, AttemptResult, Job
 from bitbybit.runtime import Platform
+from bitbybit.store import Tx
 
 log = structlog.get_logger("bitbybit.delivery")
 
 
 class WebhookChannel:
-    kind = "webhook"
-    pace: float | None = None  # an endpoint is limited by its concurrency allowance alone
+    kind = WEBHOOK
+
+    def pace(self, job: Job) -> float | None:
+        return None  # an endpoint is limited by its concurrency allowance alone
 
     def __init__(self, platform: Platform, sender: Sender) -> None:
         self.platform = platform
@@ -43,6 +48,9 @@ class WebhookChannel:
             log.error("secret_undecryptable", delivery_id=job.delivery_id, error=str(error))
             return SendResult(started_at=now, latency_ms=0, error=str(error), ours=True)
         return await self.sender.send(job.url, job.event_id, job.event_type, job.payload, secrets)
+
+    async def recorded(self, tx: Tx, results: Sequence[AttemptResult]) -> None:
+        return None  # a delivery's record is all there is (the store writes it)
 
     async def close(self) -> None:
         await self.sender.close()

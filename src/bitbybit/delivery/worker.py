@@ -31,8 +31,9 @@ from bitbybit.delivery.sender import Sender
 from bitbybit.delivery.webhook_channel import WebhookChannel
 from bitbybit.errors import BitbybitError, StorageUnavailable
 from bitbybit.ids import random_base62
-from bitbybit.models import AttemptResult, Job, Recorded
+from bitbybit.models import WEBHOOK, AttemptResult, Job, Recorded
 from bitbybit.runtime import Platform
+from bitbybit.store import Tx
 
 log = structlog.get_logger("bitbybit.delivery")
 
@@ -321,8 +322,9 @@ class Worker:
                     ours=True,
                 )
             else:
-                if channel.pace is not None:  # (no coroutine per delivery when unpaced)
-                    await self._pace(channel.pace, job.target)
+                pace = channel.pace(job)
+                if pace is not None:  # (no coroutine per delivery when unpaced)
+                    await self._pace(pace, job.target)
                 sent = await channel.send(job)
         except Exception as error:  # a bug must not strand the delivery: record it as failed
             log.exception("attempt_crashed", delivery_id=job.delivery_id, event_id=job.event_id)
@@ -397,8 +399,34 @@ class Worker:
         self._recorded(batch, recorded)
 
     async def _record(self, batch: list[AttemptResult]) -> Recorded:
-        async with self.store.write(durable=False) as tx:
-            return await tx.record_attempts(self.name, batch, self.clock(), SUSPENSION)
+        """Record ``batch`` and, in the same transaction, let each channel write what its
+        results mean (a message's status and events). A channel that fails at that is logged
+        and the batch recorded without it, so a bug there never has its jobs sent again and
+        again. Webhook results alone are recorded without waiting for the disk (a record lost
+        in a database crash only means a delivery is sent again); a message's are durable."""
+        durable = any(result.kind != WEBHOOK for result in batch)
+        try:
+            async with self.store.write(durable=durable) as tx:
+                recorded = await tx.record_attempts(self.name, batch, self.clock(), SUSPENSION)
+                await self._channels_recorded(tx, batch, recorded)
+                return recorded
+        except BitbybitError:  # the database failed or refused: as for any batch
+            raise
+        except Exception as error:  # the channel's part failed: record the attempts alone
+            log.exception("channel_record_failed", worker=self.name, error=str(error))
+            async with self.store.write(durable=durable) as tx:
+                return await tx.record_attempts(self.name, batch, self.clock(), SUSPENSION)
+
+    async def _channels_recorded(
+        self, tx: Tx, batch: list[AttemptResult], recorded: Recorded
+    ) -> None:
+        vanished = set(recorded.vanished)
+        kinds = {result.kind for result in batch}
+        for kind in kinds - {WEBHOOK}:
+            channel = self.channels.get(kind)
+            mine = [r for r in batch if r.kind == kind and r.delivery_id not in vanished]
+            if channel is not None and mine:
+                await channel.recorded(tx, mine)
 
     async def _record_one_by_one(self, batch: list[AttemptResult]) -> Recorded:
         suspended: list[str] = []

@@ -1,4 +1,5 @@
-"""Rotating the secret key: every stored signing secret moved onto the first key.
+"""Rotating the secret key: every stored secret (webhook signing secrets, WhatsApp access tokens
+and app secrets) moved onto the first key.
 
 The key rotation an operator runs (docs/operations.md, "Rotating the secret key"): put the new
 key in front of ``BITBYBIT_SECRET_KEY``, restart every process, run ``bitbybit secrets rotate``,
@@ -30,6 +31,9 @@ class Rotation:
     """Stored secrets the first key had encrypted already (left as they are)."""
     unreadable: list[str] = field(default_factory=list)
     """Endpoints with a stored secret that no key decrypts (left as they are)."""
+    unreadable_numbers: list[str] = field(default_factory=list)
+    """WhatsApp numbers (phone-number ids) whose access token or app secret no key decrypts:
+    left as they are, to be connected again (``bitbybit whatsapp connect``)."""
     reset: dict[str, str] = field(default_factory=dict)
     """With ``reset_unreadable``: endpoint id → its new secret, in effect at once."""
 
@@ -69,8 +73,34 @@ async def rotate_secret_key(
                 continue  # deleted meanwhile
             done.reset[sealed.endpoint_id] = secret
         if len(page) < batch:
-            return done
+            break
         after = page[-1].endpoint_id
+    await _reseal_numbers(platform, done, batch)
+    return done
+
+
+async def _reseal_numbers(platform: Platform, done: Rotation, batch: int) -> None:
+    """The WhatsApp numbers' access tokens and app secrets, as the endpoints' secrets."""
+    after = ""
+    while True:
+        async with platform.store.write() as tx:
+            page = await tx.page_whatsapp_numbers(after, batch)
+            for number in page:
+                old = (number.access_token, number.app_secret)
+                try:
+                    fresh = [platform.secrets.reseal(token) for token in old]
+                except ConfigurationError:
+                    done.unreadable_numbers.append(number.phone_number_id)
+                    continue
+                done.current += sum(token is None for token in fresh)
+                new = tuple(f if f is not None else o for f, o in zip(fresh, old, strict=True))
+                if new != old and await tx.reseal_whatsapp_number(
+                    number.phone_number_id, old, (new[0], new[1])
+                ):
+                    done.resealed += sum(token is not None for token in fresh)
+        if len(page) < batch:
+            return
+        after = page[-1].phone_number_id
 
 
 async def _reseal(platform: Platform, tx: Tx, sealed: SealedSecrets, done: Rotation) -> bool:

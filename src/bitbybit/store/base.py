@@ -24,6 +24,7 @@ from bitbybit.models import (
     Event,
     Job,
     ListQuery,
+    Message,
     Order,
     Page,
     Product,
@@ -31,10 +32,14 @@ from bitbybit.models import (
     QueueStats,
     Recorded,
     SealedSecrets,
+    StatusReport,
     StoredResponse,
     SuspensionRule,
+    Template,
     Tenant,
+    Ticket,
     Variant,
+    WhatsAppNumber,
 )
 
 
@@ -174,9 +179,16 @@ class JobsTx(Protocol):
     recorded by the shared queue (ADR 0008)."""
 
     async def enqueue_job(
-        self, tenant: Tenant, kind: str, target: str, payload: bytes, now: int
+        self,
+        tenant: Tenant,
+        kind: str,
+        target: str,
+        payload: bytes,
+        now: int,
+        due_at: int | None = None,
     ) -> str:
-        """Queue a ``kind`` job for ``target``, due now; returns its id (``job_…``)."""
+        """Queue a ``kind`` job for ``target``, due at ``due_at`` (default: now); returns its
+        id (``job_…``)."""
         ...
 
     async def get_job(self, tenant: Tenant, job_id: str) -> QueuedJob | None: ...
@@ -199,6 +211,91 @@ class QueueTx(Protocol):
     async def queue_stats(self, now: int) -> QueueStats: ...
 
 
+class MessagingTx(Protocol):
+    """WhatsApp messaging: connected numbers, templates, tickets, messages and their statuses."""
+
+    async def put_whatsapp_number(self, number: WhatsAppNumber) -> None: ...
+    async def get_whatsapp_number(self, company_id: str, source: str) -> WhatsAppNumber | None: ...
+    async def list_whatsapp_numbers(self, company_id: str) -> list[WhatsAppNumber]: ...
+    async def route_whatsapp_numbers(
+        self, phone_number_ids: Sequence[str], waba_ids: Sequence[str]
+    ) -> list[WhatsAppNumber]: ...
+    async def find_whatsapp_number_by_verify_token(
+        self, verify_token_hash: str
+    ) -> WhatsAppNumber | None: ...
+    async def page_whatsapp_numbers(self, after: str, limit: int) -> list[WhatsAppNumber]:
+        """Up to ``limit`` numbers whose phone-number id sorts after ``after``, every
+        company's."""
+        ...
+
+    async def reseal_whatsapp_number(
+        self, phone_number_id: str, old: tuple[str, str], new: tuple[str, str]
+    ) -> bool:
+        """Replace the sealed (access token, app secret) ``old`` by ``new``; False if they
+        were changed meanwhile."""
+        ...
+
+    async def insert_template(self, tenant: Tenant, template: Template) -> None: ...
+    async def update_template(self, tenant: Tenant, template: Template) -> None: ...
+    async def get_template(self, tenant: Tenant, name: str) -> Template | None: ...
+    async def delete_template(self, tenant: Tenant, name: str) -> bool: ...
+    async def list_templates(self, tenant: Tenant, page: int, limit: int) -> Page: ...
+    async def insert_ticket(self, tenant: Tenant, ticket: Ticket) -> None: ...
+    async def get_ticket(self, tenant: Tenant, ticket_id: str) -> Ticket | None: ...
+    async def open_ticket_of(self, tenant: Tenant, customer_id: str) -> Ticket | None: ...
+    async def close_ticket(self, tenant: Tenant, ticket_id: str, now: int) -> bool: ...
+    async def list_tickets(
+        self,
+        tenant: Tenant,
+        *,
+        status: str | None = None,
+        customer_id: str | None = None,
+        page: int = 1,
+        limit: int = 20,
+    ) -> Page: ...
+    async def insert_message(self, tenant: Tenant, message: Message) -> bool:
+        """Store ``message``; False (nothing stored) when the company already has a message
+        with its WhatsApp id (a repeated callback)."""
+        ...
+
+    async def get_message(self, tenant: Tenant, message_id: str) -> Message | None: ...
+    async def find_message_by_wa_id(self, tenant: Tenant, wa_id: str) -> Message | None: ...
+    async def messages_of_jobs(self, job_ids: Sequence[str]) -> list[tuple[Tenant, Message]]: ...
+    async def update_message(self, tenant: Tenant, message: Message) -> None: ...
+    async def add_status_report(
+        self, message_id: str, report: StatusReport, recorded_at: int
+    ) -> bool:
+        """Keep ``report`` in the message's history; False when that status was reported
+        before."""
+        ...
+
+    async def keep_unmatched_status(
+        self, company_id: str, wa_id: str, report: StatusReport, recorded_at: int
+    ) -> None:
+        """Keep a status reported for a WhatsApp id no message has (yet)."""
+        ...
+
+    async def take_unmatched_statuses(self, company_id: str, wa_id: str) -> list[StatusReport]:
+        """The statuses kept for ``wa_id``, oldest first; they are removed."""
+        ...
+
+    async def status_reports(self, message_ids: Sequence[str]) -> dict[str, list[StatusReport]]: ...
+    async def last_inbound_at(self, tenant: Tenant, phone: str) -> int | None: ...
+    async def list_messages(
+        self,
+        tenant: Tenant,
+        *,
+        phone: str | None = None,
+        direction: str | None = None,
+        message_id: str | None = None,
+        template_name: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        page: int = 1,
+        limit: int = 20,
+    ) -> Page: ...
+
+
 class Tx(
     AccountsTx,
     IdempotencyTx,
@@ -210,6 +307,7 @@ class Tx(
     DeliveriesTx,
     JobsTx,
     QueueTx,
+    MessagingTx,
     Protocol,
 ):
     """One transaction. Leaving the ``write()`` block normally commits, an exception rolls back."""

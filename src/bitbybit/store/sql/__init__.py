@@ -18,6 +18,7 @@ from bitbybit.store.sql.endpoints import EndpointsSql
 from bitbybit.store.sql.events import EventsSql
 from bitbybit.store.sql.idempotency import IdempotencySql
 from bitbybit.store.sql.jobs import JobsSql
+from bitbybit.store.sql.messaging import MessagingSql
 from bitbybit.store.sql.orders import OrdersSql
 from bitbybit.store.sql.products import ProductsSql
 from bitbybit.store.sql.queue import QueueSql, job_from_row, succeeded_endpoints
@@ -45,6 +46,7 @@ class SqlTx(
     DeliveriesSql,
     JobsSql,
     QueueSql,
+    MessagingSql,
 ):
     """Implements ``store.base.Tx`` over a ``Driver``."""
 

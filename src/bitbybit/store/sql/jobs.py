@@ -42,13 +42,20 @@ class JobsSql:
         def _made_pending(self, endpoint_ids: frozenset[str] | None) -> None: ...
 
     async def enqueue_job(
-        self, tenant: Tenant, kind: str, target: str, payload: bytes, now: int
+        self,
+        tenant: Tenant,
+        kind: str,
+        target: str,
+        payload: bytes,
+        now: int,
+        due_at: int | None = None,
     ) -> str:
         job_id = new_id("job")
+        due = now if due_at is None else due_at
         await self.db.execute(
             "INSERT INTO jobs (id, kind, target, company_id, mode, payload, status, attempts,"
             " next_attempt_at, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
+            " VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $8, $7, $7)",
             job_id,
             kind,
             target,
@@ -56,13 +63,14 @@ class JobsSql:
             tenant.mode,
             payload,
             now,
+            due,
         )
         await self.db.execute(
             "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
             " VALUES ($1, $2, $3, $4)",
             job_id,
             target,
-            now,
+            due,
             kind,
         )
         self._made_pending(frozenset({target}))

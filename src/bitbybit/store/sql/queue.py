@@ -205,6 +205,7 @@ class QueueSql:
                     owner,
                 )
                 for r in kept
+                if not r.deferred
             ],
         )
         await self.db.executemany(

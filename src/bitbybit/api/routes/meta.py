@@ -1,0 +1,32 @@
+"""``/whatsapp/webhooks/meta``: Meta's subscription handshake and callbacks (SPEC §7).
+
+Answered without an API key: the handshake proves the verify token, a callback its
+``X-Hub-Signature-256`` (``channels.callbacks``). A callback is answered 200 only once what it
+carried is committed; a wrong signature 401 with nothing stored.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from bitbybit.api.deps import PlatformDep
+from bitbybit.channels import callbacks
+
+router = APIRouter(tags=["whatsapp webhooks"])
+
+
+@router.get("/whatsapp/webhooks/meta", response_class=Response)
+async def subscribe(request: Request, platform: PlatformDep) -> Response:
+    """Answer `hub.challenge` when `hub.verify_token` is a connected number's verify token."""
+    query = request.query_params
+    await callbacks.challenge(platform, query.get("hub.mode"), query.get("hub.verify_token"))
+    return Response(query.get("hub.challenge", ""), media_type="text/plain")
+
+
+@router.post("/whatsapp/webhooks/meta", response_class=Response)
+async def callback(request: Request, platform: PlatformDep) -> Response:
+    """Store the messages and statuses of one signed callback; 200 once committed."""
+    raw = await request.body()
+    handled = await callbacks.handle(platform, raw, request.headers.get("x-hub-signature-256"))
+    body = f'{{"received":{handled.received},"statuses":{handled.statuses}}}'
+    return Response(body, media_type="application/json")
