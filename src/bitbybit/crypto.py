@@ -116,8 +116,9 @@ class SecretBox:
     def mismatch(self, unreadable: int, checked: int) -> ConfigurationError:
         """The refusal to start when stored secrets do not decrypt: what is wrong, what to do."""
         found = (
-            f"cannot decrypt {unreadable} of the {checked} webhook signing secrets checked in the"
-            " database: they were encrypted with another key."
+            f"cannot decrypt {unreadable} of the {checked} stored secrets checked in the database"
+            " (webhook signing secrets, WhatsApp access tokens and app secrets): they were"
+            " encrypted with another key."
         )
         if self.key_file is None:
             return ConfigurationError(

@@ -412,7 +412,7 @@ class StatusReport:
 
     status: str
     at: int
-    error_code: int | None
-    error_message: str | None
-    applied: bool
+    error_code: int | None = None
+    error_message: str | None = None
+    applied: bool = True
     """It moved the message forward (a late or repeated report is kept but changes nothing)."""

@@ -46,7 +46,7 @@ class Platform:
 
     @property
     def secrets(self) -> SecretBox:
-        """Encrypts webhook signing secrets at rest (see ``bitbybit.crypto``)."""
+        """Encrypts webhook signing secrets and WhatsApp credentials at rest (``crypto``)."""
         if self._box is None:
             self._box = load_box(self.settings)
         return self._box

@@ -15,7 +15,7 @@ from bitbybit.errors import ConfigurationError
 from bitbybit.models import Endpoint, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate
-from bitbybit.services import webhooks
+from bitbybit.services import numbers, webhooks
 from bitbybit.services.secret_keys import rotate_secret_key
 from bitbybit.store import Store
 from tests.conftest import Account
@@ -77,7 +77,7 @@ async def test_a_wrong_key_is_refused_naming_the_variable(
         await keyed(platform, NEW_KEY).check_secret_key()
 
     assert "BITBYBIT_SECRET_KEY" in str(refused.value)
-    assert "cannot decrypt 1 of the 1 webhook signing secrets" in str(refused.value)
+    assert "cannot decrypt 1 of the 1 stored secrets" in str(refused.value)
     await keyed(platform, OLD_KEY).check_secret_key()
     await keyed(platform, f"{NEW_KEY},{OLD_KEY}").check_secret_key()
 
@@ -183,3 +183,48 @@ async def test_secrets_of_a_lost_key_are_reported_or_reset(
     assert reset.reset[lost_id].startswith("whsec_")
     kept = await stored(store, account, kept_id)
     assert current.secrets.open(kept.secret) == kept_secret
+
+
+# -- WhatsApp numbers' access tokens and app secrets ----------------------------------------------
+
+
+async def connect_number(platform: Platform, account: Account, phone_number_id: str) -> None:
+    connection = numbers.Connection(
+        company_id=account.company.id,
+        phone_number_id=phone_number_id,
+        access_token=f"token-{phone_number_id}",
+        app_secret=f"app-secret-{phone_number_id}",
+        verify_token="verify",
+    )
+    await platform.run(lambda tx: numbers.connect(platform, tx, connection))
+
+
+async def test_whatsapp_secrets_are_checked_at_start_and_rotated(
+    platform: Platform, account: Account
+) -> None:
+    old = keyed(platform, OLD_KEY)
+    await connect_number(old, account, "1001")
+    with pytest.raises(ConfigurationError):
+        await keyed(platform, NEW_KEY).check_secret_key()
+
+    both = keyed(platform, f"{NEW_KEY},{OLD_KEY}")
+    await both.check_secret_key()
+    done = await rotate_secret_key(both)
+    assert done.resealed == 2
+    assert done.unreadable_numbers == []
+
+    new = keyed(platform, NEW_KEY)
+    await new.check_secret_key()  # the old key can go now
+    async with platform.store.read() as tx:
+        (number,) = await tx.list_whatsapp_numbers(account.company.id)
+    assert new.secrets.open(number.access_token) == "token-1001"
+    assert new.secrets.open(number.app_secret) == "app-secret-1001"
+    assert (await rotate_secret_key(new)).resealed == 0  # a second run finds nothing to do
+
+
+async def test_whatsapp_secrets_of_a_lost_key_are_reported(
+    platform: Platform, account: Account
+) -> None:
+    await connect_number(keyed(platform, LOST_KEY), account, "1002")
+    done = await rotate_secret_key(keyed(platform, NEW_KEY))
+    assert done.unreadable_numbers == ["1002"]

@@ -156,7 +156,7 @@ async def test_a_wrong_key_stops_serve_worker_and_migrate(dialect: str, tmp_path
         for command in ("migrate", "worker"):
             done = await asyncio.to_thread(run, command, env=wrong)
             assert_refused(done)
-            assert "cannot decrypt 1 of the 1 webhook signing secrets" in done.stderr
+            assert "cannot decrypt 1 of the 1 stored secrets" in done.stderr
         assert_refused(await asyncio.to_thread(serve_refused, wrong))
 
 

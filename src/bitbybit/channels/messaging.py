@@ -63,6 +63,8 @@ class _Sending:
     to: str
     phone_number_id: str | None
     pace: float | None
+    """The number's own pace, if it has one."""
+    coex: bool
     request: bytes
 
 
@@ -74,7 +76,8 @@ def _parse(job: Job) -> _Sending:
         data["channel"],
         data["request"]["to"],
         data.get("phoneNumberId"),
-        data.get("pace"),
+        data.get("pace") if data["channel"] != "sandbox" else None,
+        bool(data.get("coex")),
         orjson.dumps(data["request"]),
     )
 
@@ -105,12 +108,18 @@ class MessagingChannel:
         return sending
 
     def pace(self, job: Job) -> float | None:
+        """The number's own pace, else this process's default for its kind of number; half
+        that for a minute after Meta throttled it. The sandbox is not paced."""
         sending = self._sending(job)
-        if sending.pace is None:
+        if sending.channel == "sandbox":
             return None
+        settings = self.platform.settings
+        pace = sending.pace or (
+            settings.whatsapp_coex_pace if sending.coex else settings.whatsapp_pace
+        )
         if self._throttled.get(job.target, 0.0) > time.monotonic():
-            return sending.pace / 2
-        return sending.pace
+            return pace / 2
+        return pace
 
     async def send(self, job: Job) -> SendResult:
         sending = self._sending(job)
@@ -208,37 +217,31 @@ class MessagingChannel:
         )
 
     async def recorded(self, tx: Tx, results: Sequence[AttemptResult]) -> None:
-        for result in results:
-            sending = self._jobs.get(result.delivery_id)
-            if result.status == "pending":
-                continue  # a retry, or put off: the message stays accepted
+        done = [r for r in results if r.status != "pending"]  # a retry leaves it accepted
+        for result in done:
             self._jobs.pop(result.delivery_id, None)
-            if sending is None:
+        if not done:
+            return
+        found = {
+            m.job_id: (tenant, m)
+            for tenant, m in await tx.messages_of_jobs([r.delivery_id for r in done])
+        }
+        outcomes: list[messages.Outcome] = []
+        for result in done:
+            mine = found.get(result.delivery_id)
+            if mine is None:
                 continue
-            message = await tx.get_message(sending.tenant, sending.message_id)
-            if message is None:
-                continue
+            tenant, message = mine
             answer = classify(result.status_code, result.response_body, error=result.error)
             if result.status == "succeeded" and answer.wa_message_id is not None:
-                await messages.sent(
-                    self.platform,
-                    tx,
-                    sending.tenant,
-                    message,
-                    answer.wa_message_id,
-                    result.started_at,
-                )
+                outcome = messages.Outcome(tenant, message, result.started_at, answer.wa_message_id)
             else:
                 title = answer.error_title or result.error or "not sent"
-                await messages.not_sent(
-                    self.platform,
-                    tx,
-                    sending.tenant,
-                    message,
-                    answer.error_code,
-                    title,
-                    result.started_at,
+                outcome = messages.Outcome(
+                    tenant, message, result.started_at, code=answer.error_code, title=title
                 )
+            outcomes.append(outcome)
+        await messages.record_outcomes(self.platform, tx, outcomes)
 
     async def close(self) -> None:
         await self.sender.close()
@@ -264,6 +267,7 @@ class ReceiptChannel:
         return SendResult(started_at=self.platform.now(), latency_ms=0, status_code=200)
 
     async def recorded(self, tx: Tx, results: Sequence[AttemptResult]) -> None:
+        reports = []
         for result in results:
             receipt = self._jobs.pop(result.delivery_id, None)
             if receipt is None or result.status != "succeeded":
@@ -271,8 +275,8 @@ class ReceiptChannel:
             tenant, message_id, status = receipt
             message = await tx.get_message(tenant, message_id)
             if message is not None:
-                report = StatusReport(status, result.started_at, None, None, True)
-                await messages.report_status(self.platform, tx, tenant, message, report)
+                reports.append((tenant, message, StatusReport(status, result.started_at)))
+        await messages.report_statuses(self.platform, tx, reports)
 
     async def close(self) -> None:
         return None

@@ -12,7 +12,7 @@ moves the message emits ``message.status.updated`` (docs/messaging.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -56,6 +56,7 @@ class Route:
     source: str
     number: WhatsAppNumber | None
     pace: float | None
+    """The number's own pace; ``None``: the sending process's default for its source."""
 
 
 async def route(platform: Platform, tx: Tx, tenant: Tenant, sources: str) -> Route:
@@ -72,13 +73,8 @@ async def route(platform: Platform, tx: Tx, tenant: Tenant, sources: str) -> Rou
             "`bitbybit whatsapp connect` (docs/messaging.md)",
             code="CHANNEL_NOT_CONFIGURED",
         )
-    default = settings.whatsapp_coex_pace if sources == "whatsapp coex" else settings.whatsapp_pace
     return Route(
-        "whatsapp-cloud",
-        f"wa:{number.phone_number_id}",
-        SOURCE_CODES[sources],
-        number,
-        number.pace or default,
+        "whatsapp-cloud", f"wa:{number.phone_number_id}", SOURCE_CODES[sources], number, number.pace
     )
 
 
@@ -115,6 +111,7 @@ async def _queue(
         "channel": where.channel,
         "phoneNumberId": where.number.phone_number_id if where.number else None,
         "pace": where.pace,
+        "coex": where.source == SOURCE_CODES["whatsapp coex"],
         "request": request,
     }
     now = message.created_at
@@ -240,49 +237,68 @@ async def send_template(platform: Platform, tx: Tx, tenant: Tenant, data: Templa
 # -- what the channel reports ------------------------------------------------------------------
 
 
-async def sent(
-    platform: Platform, tx: Tx, tenant: Tenant, message: Message, wa_id: str, at: int
-) -> None:
-    """The channel handed ``message`` to WhatsApp, which gave it ``wa_id``: it is ``sent``.
-    Statuses Meta reported for that id before this was recorded are applied now; the sandbox
-    then queues its delivered and read receipts."""
-    message.wa_id = wa_id
-    await report_status(platform, tx, tenant, message, StatusReport("sent", at, None, None, True))
-    for report in await tx.take_unmatched_statuses(tenant.company_id, wa_id):
-        await report_status(platform, tx, tenant, message, report)
-    if message.source == SANDBOX:
-        step = round(platform.settings.sandbox_status_step * 1000)
-        now = platform.now()
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the channel's attempts at sending ``message`` came to: WhatsApp took it (``wa_id``)
+    or it failed for good (``code``, ``title``)."""
+
+    tenant: Tenant
+    message: Message
+    at: int
+    wa_id: str | None = None
+    code: int | None = None
+    title: str | None = None
+
+
+async def record_outcomes(platform: Platform, tx: Tx, outcomes: list[Outcome]) -> None:
+    """Write a batch of sends' outcomes, in the transaction that records their attempts: each
+    message ``sent`` with WhatsApp's id (then the statuses Meta reported for that id before
+    this, and for the sandbox its delivered and read receipts) or ``failed``."""
+    reports: list[tuple[Tenant, Message, StatusReport]] = []
+    for outcome in outcomes:
+        if outcome.wa_id is not None:
+            outcome.message.wa_id = outcome.wa_id
+            reports.append((outcome.tenant, outcome.message, StatusReport("sent", outcome.at)))
+        else:
+            failed = StatusReport("failed", outcome.at, outcome.code, outcome.title)
+            reports.append((outcome.tenant, outcome.message, failed))
+    await report_statuses(platform, tx, reports)
+    sent = [o for o in outcomes if o.wa_id is not None]
+    await _apply_unmatched(platform, tx, sent)
+    await _queue_receipts(platform, tx, [o for o in sent if o.message.source == SANDBOX])
+
+
+async def _apply_unmatched(platform: Platform, tx: Tx, sent: list[Outcome]) -> None:
+    by_company: dict[str, list[Outcome]] = {}
+    for outcome in sent:
+        by_company.setdefault(outcome.tenant.company_id, []).append(outcome)
+    for company_id, mine in by_company.items():
+        waiting = await tx.take_unmatched_statuses(company_id, [o.wa_id or "" for o in mine])
+        later = [
+            (o.tenant, o.message, report) for o in mine for report in waiting.get(o.wa_id or "", ())
+        ]
+        for item in later:  # in order: each may move the message on
+            await report_statuses(platform, tx, [item])
+
+
+async def _queue_receipts(platform: Platform, tx: Tx, sent: list[Outcome]) -> None:
+    """The sandbox's stand-in for Meta's callbacks: delivered after one step, read after two."""
+    step = round(platform.settings.sandbox_status_step * 1000)
+    now = platform.now()
+    by_tenant: dict[Tenant, list[tuple[bytes, int]]] = {}
+    for outcome in sent:
+        tenant = outcome.tenant
         for number, status in enumerate(("delivered", "read"), start=1):
             receipt = {
                 "company": tenant.company_id,
                 "mode": tenant.mode,
-                "message": message.id,
+                "message": outcome.message.id,
                 "status": status,
             }
-            await tx.enqueue_job(
-                tenant,
-                WHATSAPP_RECEIPT,
-                f"sandbox:{tenant.company_id}:{tenant.mode}",
-                orjson.dumps(receipt),
-                now,
-                due_at=now + number * step,
-            )
-
-
-async def not_sent(
-    platform: Platform,
-    tx: Tx,
-    tenant: Tenant,
-    message: Message,
-    code: int | None,
-    title: str,
-    at: int,
-) -> None:
-    """Every attempt to send ``message`` failed, or one failed for good: it is ``failed``."""
-    await report_status(
-        platform, tx, tenant, message, StatusReport("failed", at, code, title, True)
-    )
+            by_tenant.setdefault(tenant, []).append((orjson.dumps(receipt), now + number * step))
+    for tenant, receipts in by_tenant.items():
+        target = f"sandbox:{tenant.company_id}:{tenant.mode}"
+        await tx.enqueue_jobs(tenant, WHATSAPP_RECEIPT, target, receipts, now)
 
 
 def advances(current: str, status: str) -> bool:
@@ -294,27 +310,41 @@ def advances(current: str, status: str) -> bool:
     return STATUS_RANK.get(status, -1) > STATUS_RANK[current]
 
 
-async def report_status(
-    platform: Platform, tx: Tx, tenant: Tenant, message: Message, report: StatusReport
-) -> bool:
-    """Keep ``report`` in the message's history and, if it moves the message forward, apply it
-    and emit ``message.status.updated``; returns whether it did. A repeated report (the same
-    status again) is not kept twice and emits nothing."""
+async def report_statuses(
+    platform: Platform, tx: Tx, reports: list[tuple[Tenant, Message, StatusReport]]
+) -> list[bool]:
+    """Keep each report in its message's history and, where it moves the message forward,
+    apply it and emit ``message.status.updated``; returns which did. A report of a status
+    reported before (a repeated callback) is not kept again and emits nothing. Messages are
+    written in a few statements for the whole batch."""
     now = platform.now()
-    applied = advances(message.status, report.status)
-    kept = StatusReport(report.status, report.at, report.error_code, report.error_message, applied)
-    if not await tx.add_status_report(message.id, kept, now) or not applied:
-        if message.wa_id is not None and report.status == "sent":
-            await tx.update_message(tenant, message)  # the id is known even if nothing moved
-        return False
-    message.status = report.status
-    if report.status == "failed":
-        message.error_code = report.error_code
-        message.error_message = report.error_message
-    message.updated_at = now
-    await tx.update_message(tenant, message)
-    await events.record(tx, tenant, "message.status.updated", status_payload(message, report), now)
-    return True
+    judged = [
+        (tenant, message, replace(report, applied=advances(message.status, report.status)))
+        for tenant, message, report in reports
+    ]
+    kept = await tx.add_status_reports([(m.id, r) for _, m, r in judged], now)
+    moved: list[bool] = []
+    changed: dict[str, tuple[Tenant, Message]] = {}
+    announced: dict[Tenant, list[tuple[str, JSON]]] = {}
+    for tenant, message, report in judged:
+        applies = report.applied and (message.id, report.status) in kept
+        moved.append(applies)
+        if report.status == "sent" and message.wa_id is not None:
+            changed[message.id] = (tenant, message)  # WhatsApp's id is known, moved or not
+        if not applies:
+            continue
+        message.status = report.status
+        if report.status == "failed":
+            message.error_code, message.error_message = report.error_code, report.error_message
+        message.updated_at = now
+        changed[message.id] = (tenant, message)
+        change = ("message.status.updated", status_payload(message, report))
+        announced.setdefault(tenant, []).append(change)
+    if changed:
+        await tx.update_messages(list(changed.values()))
+    for tenant, changes in announced.items():
+        await events.record_many(tx, tenant, changes, now)
+    return moved
 
 
 async def report_wa_status(
@@ -326,7 +356,8 @@ async def report_wa_status(
     if message is None:
         await tx.keep_unmatched_status(tenant.company_id, wa_id, report, platform.now())
         return False
-    return await report_status(platform, tx, tenant, message, report)
+    (moved,) = await report_statuses(platform, tx, [(tenant, message, report)])
+    return moved
 
 
 # -- inbound -------------------------------------------------------------------------------------
@@ -384,7 +415,7 @@ async def receive(platform: Platform, tx: Tx, tenant: Tenant, inbound: Inbound) 
         data = CustomerCreate(phoneNumber=phone, firstName=first or None, lastName=last or None)
         customer = await customers.insert(platform, tx, tenant, data, source="whatsapp")
     message.customer_id = customer.id
-    await tx.update_message(tenant, message)
+    await tx.update_messages([(tenant, message)])
     await events.record(tx, tenant, "message.received", received_payload(message), now)
     return message
 

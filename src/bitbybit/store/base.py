@@ -115,6 +115,7 @@ class EventsTx(Protocol):
     """Events: the transactional outbox, written in the transaction of the change they announce."""
 
     async def insert_event(self, tenant: Tenant, event: Event) -> None: ...
+    async def insert_events(self, tenant: Tenant, events: Sequence[Event]) -> None: ...
     async def get_event(self, tenant: Tenant, event_id: str) -> Event | None: ...
     async def list_events(self, tenant: Tenant, query: ListQuery) -> Page: ...
 
@@ -191,6 +192,17 @@ class JobsTx(Protocol):
         id (``job_…``)."""
         ...
 
+    async def enqueue_jobs(
+        self,
+        tenant: Tenant,
+        kind: str,
+        target: str,
+        payloads: Sequence[tuple[bytes, int]],
+        now: int,
+    ) -> list[str]:
+        """Queue a ``kind`` job for ``target`` per (payload, due at); returns their ids."""
+        ...
+
     async def get_job(self, tenant: Tenant, job_id: str) -> QueuedJob | None: ...
     async def list_job_attempts(self, job_id: str) -> list[Attempt]: ...
 
@@ -261,12 +273,12 @@ class MessagingTx(Protocol):
     async def get_message(self, tenant: Tenant, message_id: str) -> Message | None: ...
     async def find_message_by_wa_id(self, tenant: Tenant, wa_id: str) -> Message | None: ...
     async def messages_of_jobs(self, job_ids: Sequence[str]) -> list[tuple[Tenant, Message]]: ...
-    async def update_message(self, tenant: Tenant, message: Message) -> None: ...
-    async def add_status_report(
-        self, message_id: str, report: StatusReport, recorded_at: int
-    ) -> bool:
-        """Keep ``report`` in the message's history; False when that status was reported
-        before."""
+    async def update_messages(self, changed: Sequence[tuple[Tenant, Message]]) -> None: ...
+    async def add_status_reports(
+        self, reports: Sequence[tuple[str, StatusReport]], recorded_at: int
+    ) -> set[tuple[str, str]]:
+        """Keep each (message id, report) in its message's history; returns the (message id,
+        status) pairs kept: a status reported before is not kept again."""
         ...
 
     async def keep_unmatched_status(
@@ -275,8 +287,10 @@ class MessagingTx(Protocol):
         """Keep a status reported for a WhatsApp id no message has (yet)."""
         ...
 
-    async def take_unmatched_statuses(self, company_id: str, wa_id: str) -> list[StatusReport]:
-        """The statuses kept for ``wa_id``, oldest first; they are removed."""
+    async def take_unmatched_statuses(
+        self, company_id: str, wa_ids: Sequence[str]
+    ) -> dict[str, list[StatusReport]]:
+        """The statuses kept for these WhatsApp ids, each id's oldest first; removed."""
         ...
 
     async def status_reports(self, message_ids: Sequence[str]) -> dict[str, list[StatusReport]]: ...

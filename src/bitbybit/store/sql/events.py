@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bitbybit.models import Event, ListQuery, Page, Tenant
 from bitbybit.store.sql.driver import ListsSql, Row, _Where
 
@@ -25,6 +27,16 @@ class EventsSql(ListsSql):
             event.type,
             event.payload,
             event.created_at,
+        )
+
+    async def insert_events(self, tenant: Tenant, events: Sequence[Event]) -> None:
+        await self.db.executemany(
+            "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [
+                (e.id, tenant.company_id, tenant.mode, e.type, e.payload, e.created_at)
+                for e in events
+            ],
         )
 
     async def get_event(self, tenant: Tenant, event_id: str) -> Event | None:

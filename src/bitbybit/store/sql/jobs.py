@@ -8,6 +8,7 @@ as a webhook delivery (``queue.py``), so a new channel brings no table and no SQ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bitbybit.ids import new_id
@@ -75,6 +76,33 @@ class JobsSql:
         )
         self._made_pending(frozenset({target}))
         return job_id
+
+    async def enqueue_jobs(
+        self,
+        tenant: Tenant,
+        kind: str,
+        target: str,
+        payloads: Sequence[tuple[bytes, int]],
+        now: int,
+    ) -> list[str]:
+        ids = [new_id("job") for _ in payloads]
+        await self.db.executemany(
+            "INSERT INTO jobs (id, kind, target, company_id, mode, payload, status, attempts,"
+            " next_attempt_at, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $8)",
+            [
+                (job_id, kind, target, tenant.company_id, tenant.mode, payload, due, now)
+                for job_id, (payload, due) in zip(ids, payloads, strict=True)
+            ],
+        )
+        await self.db.executemany(
+            "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+            " VALUES ($1, $2, $3, $4)",
+            [(job_id, target, due, kind) for job_id, (_, due) in zip(ids, payloads, strict=True)],
+        )
+        if ids:
+            self._made_pending(frozenset({target}))
+        return ids
 
     _COLUMNS = (
         "id, kind, target, payload, status, attempts, next_attempt_at, last_status_code,"

@@ -386,39 +386,53 @@ class MessagingSql:
         )
         return [(Tenant(row["company_id"], row["mode"]), _message(row)) for row in rows]
 
-    async def update_message(self, tenant: Tenant, message: Message) -> None:
-        """Write an outbound message's progress: status, error, WhatsApp id."""
-        await self.db.execute(
+    async def update_messages(self, changed: Sequence[tuple[Tenant, Message]]) -> None:
+        """Write outbound messages' progress: status, error, WhatsApp id, customer."""
+        await self.db.executemany(
             "UPDATE messages SET status = $4, error_code = $5, error_message = $6, wa_id = $7,"
             " customer_id = $8, updated_at = $9 WHERE company_id = $1 AND mode = $2 AND id = $3",
-            tenant.company_id,
-            tenant.mode,
-            message.id,
-            message.status,
-            message.error_code,
-            message.error_message,
-            message.wa_id,
-            message.customer_id,
-            message.updated_at,
+            [
+                (
+                    tenant.company_id,
+                    tenant.mode,
+                    message.id,
+                    message.status,
+                    message.error_code,
+                    message.error_message,
+                    message.wa_id,
+                    message.customer_id,
+                    message.updated_at,
+                )
+                for tenant, message in changed
+            ],
         )
 
-    async def add_status_report(
-        self, message_id: str, report: StatusReport, recorded_at: int
-    ) -> bool:
-        """Keep ``report`` in the message's history; False when that status was reported
-        before (a repeated callback)."""
-        inserted = await self.db.execute(
+    async def add_status_reports(
+        self, reports: Sequence[tuple[str, StatusReport]], recorded_at: int
+    ) -> set[tuple[str, str]]:
+        """Keep each (message id, report) in its message's history, in one statement; returns
+        the (message id, status) pairs kept: a status reported before is not kept again."""
+        if not reports:
+            return set()
+        values = ", ".join(f"({_in(7 * index + 1, 7)})" for index in range(len(reports)))
+        args: list[Any] = []
+        for message_id, report in reports:
+            args += [
+                message_id,
+                report.status,
+                report.at,
+                report.error_code,
+                report.error_message,
+                int(report.applied),
+                recorded_at,
+            ]
+        rows = await self.db.fetch(
             "INSERT INTO message_statuses (message_id, status, at, error_code, error_message,"
-            " applied, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            message_id,
-            report.status,
-            report.at,
-            report.error_code,
-            report.error_message,
-            int(report.applied),
-            recorded_at,
+            f" applied, recorded_at) VALUES {values} ON CONFLICT DO NOTHING"
+            " RETURNING message_id, status",
+            *args,
         )
-        return inserted > 0
+        return {(row["message_id"], row["status"]) for row in rows}
 
     async def keep_unmatched_status(
         self, company_id: str, wa_id: str, report: StatusReport, recorded_at: int
@@ -436,19 +450,26 @@ class MessagingSql:
             recorded_at,
         )
 
-    async def take_unmatched_statuses(self, company_id: str, wa_id: str) -> list[StatusReport]:
-        """The statuses kept for ``wa_id`` before a message had it, oldest first; removed."""
+    async def take_unmatched_statuses(
+        self, company_id: str, wa_ids: Sequence[str]
+    ) -> dict[str, list[StatusReport]]:
+        """The statuses kept for these WhatsApp ids, each id's oldest first; removed."""
+        if not wa_ids:
+            return {}
         rows = await self.db.fetch(
-            "DELETE FROM unmatched_statuses WHERE company_id = $1 AND wa_id = $2"
-            " RETURNING status, at, error_code, error_message",
+            "DELETE FROM unmatched_statuses WHERE company_id = $1"
+            f" AND wa_id IN ({_in(2, len(wa_ids))})"
+            " RETURNING wa_id, status, at, error_code, error_message",
             company_id,
-            wa_id,
+            *wa_ids,
         )
-        reports = [
-            StatusReport(row["status"], row["at"], row["error_code"], row["error_message"], False)
-            for row in rows
-        ]
-        return sorted(reports, key=lambda report: report.at)
+        found: dict[str, list[StatusReport]] = {}
+        for row in sorted(rows, key=lambda row: int(row["at"])):
+            report = StatusReport(
+                row["status"], row["at"], row["error_code"], row["error_message"], False
+            )
+            found.setdefault(row["wa_id"], []).append(report)
+        return found
 
     async def status_reports(self, message_ids: Sequence[str]) -> dict[str, list[StatusReport]]:
         """Each message's reported statuses, oldest first."""
