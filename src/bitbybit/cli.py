@@ -11,7 +11,7 @@ import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -22,7 +22,13 @@ from bitbybit.runtime import Platform
 from bitbybit.services import access
 from bitbybit.stopping import GracefulStop
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from bitbybit.store import Tx
+
 T = TypeVar("T")
+M = TypeVar("M", bound="BaseModel")
 
 app = typer.Typer(
     name="bitbybit",
@@ -40,6 +46,14 @@ secrets_app = typer.Typer(
     help="The secret key that encrypts webhook signing secrets.", no_args_is_help=True
 )
 app.add_typer(secrets_app, name="secrets")
+messages_app = typer.Typer(help="WhatsApp messages.", no_args_is_help=True)
+templates_app = typer.Typer(help="WhatsApp message templates.", no_args_is_help=True)
+tickets_app = typer.Typer(help="Agent tickets on customers.", no_args_is_help=True)
+whatsapp_app = typer.Typer(help="WhatsApp Business numbers (Cloud API).", no_args_is_help=True)
+app.add_typer(messages_app, name="messages")
+app.add_typer(templates_app, name="templates")
+app.add_typer(tickets_app, name="tickets")
+app.add_typer(whatsapp_app, name="whatsapp")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -57,6 +71,12 @@ Concurrency = Annotated[
     ),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of plain lines")]
+Company = Annotated[str, typer.Option("--company", help="Company id (comp_…)")]
+TestMode = Annotated[bool, typer.Option("--test", help="In test mode")]
+
+
+META_CALLBACK_PATH = "/whatsapp/webhooks/meta"
+"""Where Meta posts a connected number's messages and statuses (``api/routes/meta.py``)."""
 
 
 def _settings(database_url: str | None) -> Settings:
@@ -114,6 +134,34 @@ def _print(values: dict[str, Any], as_json: bool) -> None:
             typer.echo(value)
 
 
+def _rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """A list: one tab-separated line per row, or with ``--json`` one JSON array."""
+    if as_json:
+        typer.echo(orjson.dumps(rows).decode())
+        return
+    for row in rows:
+        typer.echo("\t".join("-" if value is None else str(value) for value in row.values()))
+
+
+def _parsed(schema: type[M], **fields: Any) -> M:
+    """``schema`` built from options; invalid ones print one line naming them and exit 1."""
+    from pydantic import ValidationError
+
+    try:
+        return schema(**fields)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+        )
+        typer.echo(f"error: {problems}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _company_exists(tx: Tx, company_id: str) -> None:
+    if await tx.get_company(company_id) is None:
+        raise NotFound(f"no company {company_id}")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(envvar="BITBYBIT_HOST")] = "127.0.0.1",
@@ -152,8 +200,8 @@ def serve(
 def worker(concurrency: Concurrency = 256, database_url: DatabaseUrl = None) -> None:
     """Run delivery workers only, until SIGINT or SIGTERM (in-flight attempts then finish and
     are recorded; a second signal exits at once)."""
+    from bitbybit.channels import delivery_worker
     from bitbybit.delivery.metrics_server import serving_metrics
-    from bitbybit.delivery.worker import Worker
     from bitbybit.services.idempotency import pruning
 
     async def work(platform: Platform) -> None:
@@ -164,7 +212,7 @@ def worker(concurrency: Concurrency = 256, database_url: DatabaseUrl = None) -> 
             loop.add_signal_handler(signum, stopper, signum)
         _freeze_startup_objects()
         async with serving_metrics(platform.settings.metrics_address), pruning(platform):
-            await Worker(platform, concurrency=max(concurrency, 1)).run(stop)
+            await delivery_worker(platform, max(concurrency, 1)).run(stop)
 
     _run(database_url, work, fast_loop=True)
 
@@ -305,6 +353,281 @@ def endpoints_create(
     _print({"id": endpoint.id, "secret": secret}, as_json)
 
 
+@messages_app.command("inject")
+def messages_inject(
+    company: Company,
+    sender: Annotated[
+        str,
+        typer.Option(
+            "--from", help="The customer's number; local numbers use the company's country"
+        ),
+    ],
+    body: Annotated[str, typer.Option("--body", help="The message's text")],
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Receive a simulated inbound message from the sandbox, as if the customer had written:
+    emits customer.created (for a new number) and message.received; prints the message id."""
+    from bitbybit.models import Tenant
+    from bitbybit.services.messages import Inbound, receive
+
+    tenant = Tenant(company, "test" if test else "live")
+
+    async def work(platform: Platform) -> Any:
+        async def run(tx: Tx) -> Any:
+            message = await receive(platform, tx, tenant, Inbound(sender=sender, body=body))
+            assert message is not None  # a new WhatsApp id: never a repeat
+            return message
+
+        return await platform.run(run)
+
+    message = _run(database_url, work)
+    values = {"id": message.id}
+    if as_json:
+        values |= {"from": message.phone, "customerId": message.customer_id}
+    _print(values, as_json)
+
+
+@templates_app.command("create")
+def templates_create(
+    company: Company,
+    name: Annotated[str, typer.Option("--name", help="Lower-case letters, digits and _")],
+    body: Annotated[str, typer.Option("--body", help="The text, with {{1}}, {{2}}… placeholders")],
+    source: Annotated[str, typer.Option("--source", help="CRM or AUTH")] = "CRM",
+    language: Annotated[str, typer.Option("--language", help="Language code")] = "en",
+    header_media_url: Annotated[
+        str | None, typer.Option("--header-media-url", help="A header image (https://…)")
+    ] = None,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Create a message template; prints its name."""
+    from bitbybit.models import Tenant
+    from bitbybit.schemas import TemplateCreate
+    from bitbybit.services import templates
+
+    data = _parsed(
+        TemplateCreate,
+        name=name,
+        source=source,
+        language=language,
+        body=body,
+        headerMediaUrl=header_media_url,
+    )
+    tenant = Tenant(company, "test" if test else "live")
+
+    async def work(platform: Platform) -> Any:
+        async def run(tx: Tx) -> Any:
+            await _company_exists(tx, company)
+            return await templates.create(platform, tx, tenant, data)
+
+        return await platform.run(run)
+
+    template = _run(database_url, work)
+    _print({"name": template.name}, as_json)
+
+
+@templates_app.command("list")
+def templates_list(
+    company: Company,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """List a company's templates: name, source, parameter count and language, tab-separated
+    (``--json``: the templates as the API shows them)."""
+    from bitbybit.models import Tenant
+    from bitbybit.services import templates
+
+    tenant = Tenant(company, "test" if test else "live")
+
+    async def work(platform: Platform) -> list[Any]:
+        found: list[Any] = []
+        async with platform.store.read() as tx:
+            await _company_exists(tx, company)
+            page = 1
+            while True:
+                listed = await templates.listing(tx, tenant, page, 100)
+                found.extend(listed.items)
+                if not listed.has_next_page:
+                    return found
+                page += 1
+
+    listed = _run(database_url, work)
+    if as_json:
+        _rows([templates.resource(template) for template in listed], as_json)
+    else:
+        _rows(
+            [
+                {
+                    "name": template.name,
+                    "source": template.source,
+                    "paramCount": template.param_count,
+                    "language": template.language,
+                }
+                for template in listed
+            ],
+            as_json,
+        )
+
+
+@tickets_app.command("open")
+def tickets_open(
+    company: Company,
+    customer: Annotated[str, typer.Option("--customer", help="Customer id (cust_…)")],
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Open an agent ticket on a customer (automated sends are refused while it is open);
+    prints its id."""
+    from bitbybit.models import Tenant
+    from bitbybit.services import tickets
+
+    tenant = Tenant(company, "test" if test else "live")
+
+    async def work(platform: Platform) -> Any:
+        async def run(tx: Tx) -> Any:
+            await _company_exists(tx, company)
+            return await tickets.open_for(platform, tx, tenant, customer)
+
+        return await platform.run(run)
+
+    ticket = _run(database_url, work)
+    _print({"id": ticket.id}, as_json)
+
+
+@tickets_app.command("close")
+def tickets_close(
+    ticket_id: str,
+    company: Company,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Close a ticket (closing a closed one changes nothing)."""
+    from bitbybit.models import Tenant
+    from bitbybit.services import tickets
+
+    tenant = Tenant(company, "test" if test else "live")
+
+    async def work(platform: Platform) -> Any:
+        async def run(tx: Tx) -> Any:
+            await _company_exists(tx, company)
+            return await tickets.close(platform, tx, tenant, ticket_id)
+
+        return await platform.run(run)
+
+    _run(database_url, work)
+    typer.echo(f"closed {ticket_id}")
+
+
+@whatsapp_app.command("connect")
+def whatsapp_connect(
+    company: Company,
+    phone_number_id: Annotated[
+        str, typer.Option("--phone-number-id", help="Meta's numeric id of the number")
+    ],
+    access_token: Annotated[
+        str,
+        typer.Option(
+            "--access-token",
+            envvar="BITBYBIT_WHATSAPP_ACCESS_TOKEN",
+            help="A system user's token (better from the variable than typed here)",
+        ),
+    ],
+    app_secret: Annotated[
+        str,
+        typer.Option(
+            "--app-secret",
+            envvar="BITBYBIT_WHATSAPP_APP_SECRET",
+            help="The Meta app's secret, which signs its callbacks",
+        ),
+    ],
+    verify_token: Annotated[
+        str,
+        typer.Option(
+            "--verify-token",
+            envvar="BITBYBIT_WHATSAPP_VERIFY_TOKEN",
+            help="What you enter as the callback's verify token in Meta's app settings",
+        ),
+    ],
+    waba_id: Annotated[
+        str | None, typer.Option("--waba-id", help="The WhatsApp Business Account id")
+    ] = None,
+    coex: Annotated[
+        bool,
+        typer.Option(
+            "--coex", help="A coexistence number (also used in the WhatsApp Business app)"
+        ),
+    ] = False,
+    pace: Annotated[
+        float | None,
+        typer.Option(
+            "--pace", help="Messages a second (default BITBYBIT_WHATSAPP_PACE or _COEX_PACE)"
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Connect a company's WhatsApp number on the Cloud API (replacing its number of the same
+    kind); prints the phone-number id and the callback path to give Meta.
+
+    The access token, app secret and verify token can come from BITBYBIT_WHATSAPP_ACCESS_TOKEN,
+    BITBYBIT_WHATSAPP_APP_SECRET and BITBYBIT_WHATSAPP_VERIFY_TOKEN instead of the command line
+    (where other users and the shell's history could see them). The token and secret are stored
+    encrypted, the verify token only as a hash."""
+    from bitbybit.services import numbers
+
+    connection = numbers.Connection(
+        company_id=company,
+        phone_number_id=phone_number_id,
+        access_token=access_token,
+        app_secret=app_secret,
+        verify_token=verify_token,
+        waba_id=waba_id,
+        source="whatsapp coex" if coex else "whatsapp cloud api",
+        pace=pace,
+    )
+
+    async def work(platform: Platform) -> Any:
+        return await platform.run(lambda tx: numbers.connect(platform, tx, connection))
+
+    number = _run(database_url, work)
+    _print({"phoneNumberId": number.phone_number_id, "callback": META_CALLBACK_PATH}, as_json)
+
+
+@whatsapp_app.command("list")
+def whatsapp_list(
+    company: Company, database_url: DatabaseUrl = None, as_json: JsonOutput = False
+) -> None:
+    """List a company's numbers: phone-number id, source, WABA id and the pace in effect
+    (messages a second), tab-separated. Never their secrets."""
+
+    async def work(platform: Platform) -> tuple[list[Any], Settings]:
+        async with platform.store.read() as tx:
+            await _company_exists(tx, company)
+            return await tx.list_whatsapp_numbers(company), platform.settings
+
+    found, settings = _run(database_url, work)
+    rows = [
+        {
+            "phoneNumberId": number.phone_number_id,
+            "source": number.source,
+            "wabaId": number.waba_id,
+            "pace": number.pace
+            or (
+                settings.whatsapp_coex_pace
+                if number.source == "whatsapp coex"
+                else settings.whatsapp_pace
+            ),
+        }
+        for number in found
+    ]
+    _rows(rows, as_json)
+
+
 @app.command()
 def listen(
     secret: Annotated[
@@ -338,15 +661,38 @@ def trigger(
     event: Annotated[str, typer.Argument(help="Event type, e.g. customer.created")],
     company: Annotated[str, typer.Option("--company", help="Company id (comp_…)")],
     test: Annotated[bool, typer.Option("--test", help="Make the change in test mode")] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="message.status.updated: seconds to wait for a serve or worker to send",
+        ),
+    ] = 10.0,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
-    """Make a real change (a sample customer, order, product…) so the real event goes out."""
+    """Make a real change (a sample customer, order, product, message…) so the real event goes
+    out; prints the event's id and type.
+
+    message.received: a message from a sample number. message.status.updated: that message and
+    a reply to it; its statuses are written when a running `bitbybit serve` or `worker` sends
+    the reply, so this waits for the first (exit 1, printing the reply's id, if none comes)."""
     from bitbybit.models import Tenant
+    from bitbybit.services.trigger import NotSentYet
     from bitbybit.services.trigger import trigger as make_change
 
     tenant = Tenant(company, "test" if test else "live")
-    made = _run(database_url, lambda platform: make_change(platform, tenant, event))
+    made = _run(database_url, lambda platform: make_change(platform, tenant, event, wait=wait))
+    if isinstance(made, NotSentYet):
+        _print({"messageId": made.message_id}, as_json)
+        typer.echo(
+            f"error: no running `bitbybit serve` or `bitbybit worker` on this database has sent"
+            f" message {made.message_id} within {wait:g} s; its {event} events are written"
+            " when one does",
+            err=True,
+        )
+        raise typer.Exit(1)
     _print({"id": made.id, "type": made.type}, as_json)
 
 
@@ -388,6 +734,14 @@ def secrets_rotate(
             " or if it is lost, run again with --reset-unreadable to give them new secrets",
             err=True,
         )
+    if done.unreadable_numbers:
+        typer.echo(
+            "error: no secret key decrypts the access token or app secret of the WhatsApp"
+            f" numbers {', '.join(done.unreadable_numbers)}: add the key they were encrypted"
+            " with to BITBYBIT_SECRET_KEY, or connect them again (bitbybit whatsapp connect)",
+            err=True,
+        )
+    if done.unreadable or done.unreadable_numbers:
         raise typer.Exit(1)
 
 

@@ -2,11 +2,11 @@
 
 Two real ``bitbybit worker`` processes share one database and send 600 queued template messages
 through the ``whatsapp-cloud`` channel to a fake Graph API in this process, which answers after a
-pause; each worker paces the number, so it always holds sends claimed or in flight. While sends flow a random worker is SIGKILLed six
-times and restarted. Afterwards every message reached the fake at least once, is ``sent`` with
-the WhatsApp id of one of its requests, emitted exactly one ``sent`` status event, and was
-recorded as done by exactly one attempt; every duplicate request is accounted for by a job the
-killed worker held unrecorded when it died.
+pause; each worker paces the number, so it always holds sends claimed or in flight. While sends
+flow, a random worker is SIGKILLed six times and restarted. Afterwards every message reached the
+fake at least once, is ``sent`` with the WhatsApp id of one of its requests, emitted exactly one
+``sent`` status event, and was recorded as done by exactly one attempt; every duplicate request
+is accounted for by a job the killed worker held unrecorded when it died.
 """
 
 from __future__ import annotations

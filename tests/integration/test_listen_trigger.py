@@ -162,7 +162,7 @@ def test_trigger_refuses_what_it_cannot_make(tmp_path: Path) -> None:
         "BITBYBIT_SECRET_KEY": "listen-trigger-test-key",
     }
     company = cli("companies", "create", "Acme", env=env).strip()
-    for event_type, reason in (("message.received", "messaging"), ("order.shipped", "unknown")):
+    for event_type, reason in (("order.shipped", "unknown"), ("message.read", "unknown")):
         done = subprocess.run(
             [*BITBYBIT, "trigger", event_type, "--company", company],
             env={**os.environ, **env},

@@ -13,7 +13,7 @@ import pytest
 
 from bitbybit.channels import delivery_worker
 from bitbybit.delivery.worker import Worker
-from bitbybit.models import Tenant
+from bitbybit.models import ListQuery, StatusReport, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.services import messages
 from tests.conftest import Account, client_for, with_settings
@@ -194,3 +194,45 @@ async def test_templates_params_and_failed_number(sandbox: Platform, account: Ac
     (request,) = found.json()["data"]
     assert request["error"]["code"] == 131026
     assert request["body"] == "Hi Ana, order ORD-1 shipped"
+
+
+async def test_statuses_only_move_forward_even_within_one_batch(
+    sandbox: Platform, account: Account
+) -> None:
+    """read before delivered (one batch, or two callbacks): one event, for read; a repeated
+    report is not kept twice; failed after read changes nothing but is kept."""
+    tenant = Tenant(account.company.id, "live")
+    await inject(sandbox, account, CUSTOMER_NUMBER, "hi")
+    sent = await post(sandbox, account, "/messages/send", {"to": CUSTOMER_NUMBER, "message": "ok"})
+    message_id = sent.json()["data"]["messageId2"]
+
+    async def report(*statuses: str) -> list[bool]:
+        async def run(tx: Any) -> list[bool]:
+            message = await tx.get_message(tenant, message_id)
+            at = sandbox.now()
+            reports = [(tenant, message, StatusReport(s, at + n)) for n, s in enumerate(statuses)]
+            return await messages.report_statuses(sandbox, tx, reports)
+
+        return await sandbox.run(run)
+
+    assert await report("sent", "read", "delivered") == [True, True, False]
+    assert await report("failed", "sent") == [False, False]
+    async with sandbox.store.read() as tx:
+        message = await tx.get_message(tenant, message_id)
+        history = (await tx.status_reports([message_id]))[message_id]
+        events = await tx.list_events(tenant, ListQuery(limit=100))
+    assert message is not None
+    assert message.status == "read"
+    assert {r.status: r.applied for r in history} == {
+        "sent": True,
+        "read": True,
+        "delivered": False,
+        "failed": False,
+    }
+    assert len(history) == 4  # the repeated `sent` was not kept twice
+    updates = [
+        orjson.loads(e.payload)["status"]
+        for e in events.items
+        if e.type == "message.status.updated"
+    ]
+    assert sorted(updates) == ["read", "sent"]

@@ -254,8 +254,8 @@ class ReceiptChannel:
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self._jobs: dict[str, tuple[Tenant, str, str]] = {}
-        """Receipts "sent" and not yet recorded: whose, which message, which status."""
+        self._jobs: dict[str, tuple[Tenant, str, StatusReport]] = {}
+        """Receipts "sent" and not yet recorded: whose, which message, which status when."""
 
     def pace(self, job: Job) -> float | None:
         return None
@@ -263,19 +263,21 @@ class ReceiptChannel:
     async def send(self, job: Job) -> SendResult:
         receipt: dict[str, Any] = orjson.loads(job.payload)
         tenant = Tenant(receipt["company"], receipt["mode"])
-        self._jobs[job.delivery_id] = (tenant, receipt["message"], receipt["status"])
+        report = StatusReport(receipt["status"], receipt["at"])  # when WhatsApp would say it
+        self._jobs[job.delivery_id] = (tenant, receipt["message"], report)
         return SendResult(started_at=self.platform.now(), latency_ms=0, status_code=200)
 
     async def recorded(self, tx: Tx, results: Sequence[AttemptResult]) -> None:
-        reports = []
+        receipts = []
         for result in results:
             receipt = self._jobs.pop(result.delivery_id, None)
-            if receipt is None or result.status != "succeeded":
-                continue
-            tenant, message_id, status = receipt
+            if receipt is not None and result.status == "succeeded":
+                receipts.append(receipt)
+        reports = []
+        for tenant, message_id, report in sorted(receipts, key=lambda r: r[2].at):
             message = await tx.get_message(tenant, message_id)
             if message is not None:
-                reports.append((tenant, message, StatusReport(status, result.started_at)))
+                reports.append((tenant, message, report))
         await messages.report_statuses(self.platform, tx, reports)
 
     async def close(self) -> None:

@@ -289,13 +289,15 @@ async def _queue_receipts(platform: Platform, tx: Tx, sent: list[Outcome]) -> No
     for outcome in sent:
         tenant = outcome.tenant
         for number, status in enumerate(("delivered", "read"), start=1):
+            due = now + number * step
             receipt = {
                 "company": tenant.company_id,
                 "mode": tenant.mode,
                 "message": outcome.message.id,
                 "status": status,
+                "at": due,
             }
-            by_tenant.setdefault(tenant, []).append((orjson.dumps(receipt), now + number * step))
+            by_tenant.setdefault(tenant, []).append((orjson.dumps(receipt), due))
     for tenant, receipts in by_tenant.items():
         target = f"sandbox:{tenant.company_id}:{tenant.mode}"
         await tx.enqueue_jobs(tenant, WHATSAPP_RECEIPT, target, receipts, now)
@@ -314,14 +316,19 @@ async def report_statuses(
     platform: Platform, tx: Tx, reports: list[tuple[Tenant, Message, StatusReport]]
 ) -> list[bool]:
     """Keep each report in its message's history and, where it moves the message forward,
-    apply it and emit ``message.status.updated``; returns which did. A report of a status
-    reported before (a repeated callback) is not kept again and emits nothing. Messages are
-    written in a few statements for the whole batch."""
+    apply it and emit ``message.status.updated``; returns which did. Reports are taken in the
+    order given (one message's ``read`` then ``delivered``: the second moves nothing). A report
+    of a status reported before (a repeated callback) is not kept again and emits nothing.
+    Messages are written in a few statements for the whole batch."""
     now = platform.now()
-    judged = [
-        (tenant, message, replace(report, applied=advances(message.status, report.status)))
-        for tenant, message, report in reports
-    ]
+    judged = []
+    reached: dict[str, str] = {}  # each message's status as the reports before this one left it
+    for tenant, message, report in reports:
+        current = reached.get(message.id, message.status)
+        applies = advances(current, report.status)
+        if applies:
+            reached[message.id] = report.status
+        judged.append((tenant, message, replace(report, applied=applies)))
     kept = await tx.add_status_reports([(m.id, r) for _, m, r in judged], now)
     moved: list[bool] = []
     changed: dict[str, tuple[Tenant, Message]] = {}
