@@ -414,15 +414,16 @@ async def receive(platform: Platform, tx: Tx, tenant: Tenant, inbound: Inbound) 
         created_at=inbound.at if inbound.at is not None else now,
         updated_at=now,
     )
+    customer = await tx.find_customer(tenant, phone_number=phone)
+    message.customer_id = customer.id if customer else None
     if not await tx.insert_message(tenant, message):  # Meta delivered it again
         return None
-    customer = await tx.find_customer(tenant, phone_number=phone)
-    if customer is None:
+    if customer is None:  # a new number: the customer first, then the message is theirs
         first, _, last = (inbound.profile_name or "").strip().partition(" ")
         data = CustomerCreate(phoneNumber=phone, firstName=first or None, lastName=last or None)
         customer = await customers.insert(platform, tx, tenant, data, source="whatsapp")
-    message.customer_id = customer.id
-    await tx.update_messages([(tenant, message)])
+        message.customer_id = customer.id
+        await tx.update_messages([(tenant, message)])
     await events.record(tx, tenant, "message.received", received_payload(message), now)
     return message
 
