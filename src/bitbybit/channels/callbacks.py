@@ -179,6 +179,6 @@ async def _store(
             "meta_template_status",
             waba_id=template.waba_id,
             template=template.template_name,
-            event=template.event,
+            template_event=template.event,
             reason=template.reason,
         )

@@ -36,6 +36,7 @@ from bitbybit.models import (
     WHATSAPP_RECEIPT,
     AttemptResult,
     Job,
+    Message,
     StatusReport,
     Tenant,
     WhatsAppNumber,
@@ -273,11 +274,18 @@ class ReceiptChannel:
             receipt = self._jobs.pop(result.delivery_id, None)
             if receipt is not None and result.status == "succeeded":
                 receipts.append(receipt)
-        reports = []
-        for tenant, message_id, report in sorted(receipts, key=lambda r: r[2].at):
-            message = await tx.get_message(tenant, message_id)
-            if message is not None:
-                reports.append((tenant, message, report))
+        wanted: dict[Tenant, set[str]] = {}
+        for tenant, message_id, _ in receipts:
+            wanted.setdefault(tenant, set()).add(message_id)
+        found: dict[str, Message] = {}
+        for tenant, ids in wanted.items():
+            for message in await tx.messages_for_update(tenant, sorted(ids)):
+                found[message.id] = message
+        reports = [
+            (tenant, found[message_id], report)
+            for tenant, message_id, report in sorted(receipts, key=lambda r: r[2].at)
+            if message_id in found
+        ]
         await messages.report_statuses(self.platform, tx, reports)
 
     async def close(self) -> None:

@@ -163,6 +163,11 @@ class _Driver:
         return list(values)
 
     key_share = " FOR KEY SHARE"
+    for_update = " FOR UPDATE"
+
+    async def serialise(self, keys: Sequence[str]) -> None:
+        for key in sorted(set(keys)):
+            await self.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
 
 
 WAKE_CHANNEL = "bitbybit_deliveries"

@@ -172,6 +172,10 @@ class _Driver:
         return orjson.dumps(list(values)).decode()
 
     key_share = ""  # writers are serialised: nothing can delete a row this transaction read
+    for_update = ""  # nor change one
+
+    async def serialise(self, keys: Sequence[str]) -> None:
+        return None  # writers take turns already
 
 
 class SQLiteTx(SqlTx):

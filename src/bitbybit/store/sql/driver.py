@@ -36,6 +36,15 @@ class Driver(Protocol):
     key_share: str
     """A locking clause that keeps the selected rows from being deleted until the transaction
     ends (PostgreSQL ``FOR KEY SHARE``; empty on SQLite, whose writers are serialised)."""
+    for_update: str
+    """A locking clause that keeps the selected rows from being changed by another transaction
+    until this one ends (PostgreSQL ``FOR UPDATE``; empty on SQLite)."""
+
+    async def serialise(self, keys: Sequence[str]) -> None:
+        """Make transactions that name the same key take turns until this one ends
+        (PostgreSQL transaction-level advisory locks, taken in sorted order; nothing on SQLite,
+        whose writers take turns anyway)."""
+        ...
 
 
 def _dumps(value: Any) -> str:

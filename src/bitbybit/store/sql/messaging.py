@@ -366,9 +366,11 @@ class MessagingSql:
         return None if row is None else _message(row)
 
     async def find_message_by_wa_id(self, tenant: Tenant, wa_id: str) -> Message | None:
+        """The message with WhatsApp id ``wa_id``, locked for a change of status."""
+        await self.db.serialise([f"wa:{tenant.company_id}:{wa_id}"])
         row = await self.db.fetchrow(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages"
-            " WHERE company_id = $1 AND wa_id = $3 AND mode = $2",
+            " WHERE company_id = $1 AND wa_id = $3 AND mode = $2" + self.db.for_update,
             tenant.company_id,
             tenant.mode,
             wa_id,
@@ -376,15 +378,31 @@ class MessagingSql:
         return None if row is None else _message(row)
 
     async def messages_of_jobs(self, job_ids: Sequence[str]) -> list[tuple[Tenant, Message]]:
-        """The messages sent by these jobs, each with whose it is."""
+        """The messages sent by these jobs, each with whose it is, locked for a change of
+        status (in id order, as every batch locks them)."""
         if not job_ids:
             return []
         rows = await self.db.fetch(
             f"SELECT company_id, mode, {_MESSAGE_COLUMNS} FROM messages"
-            f" WHERE job_id IN ({_in(1, len(job_ids))})",
+            f" WHERE job_id IN ({_in(1, len(job_ids))}) ORDER BY id" + self.db.for_update,
             *job_ids,
         )
         return [(Tenant(row["company_id"], row["mode"]), _message(row)) for row in rows]
+
+    async def messages_for_update(
+        self, tenant: Tenant, message_ids: Sequence[str]
+    ) -> list[Message]:
+        """These messages of the tenant, locked for a change of status (in id order)."""
+        if not message_ids:
+            return []
+        rows = await self.db.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE company_id = $1 AND mode = $2"
+            f" AND id IN ({_in(3, len(message_ids))}) ORDER BY id" + self.db.for_update,
+            tenant.company_id,
+            tenant.mode,
+            *message_ids,
+        )
+        return [_message(row) for row in rows]
 
     async def update_messages(self, changed: Sequence[tuple[Tenant, Message]]) -> None:
         """Write outbound messages' progress: status, error, WhatsApp id, customer."""
@@ -453,9 +471,12 @@ class MessagingSql:
     async def take_unmatched_statuses(
         self, company_id: str, wa_ids: Sequence[str]
     ) -> dict[str, list[StatusReport]]:
-        """The statuses kept for these WhatsApp ids, each id's oldest first; removed."""
+        """The statuses kept for these WhatsApp ids, each id's oldest first; removed. Takes
+        turns with ``find_message_by_wa_id`` on each id: a status reported while the id is
+        being given to its message is either seen here or finds the message there."""
         if not wa_ids:
             return {}
+        await self.db.serialise([f"wa:{company_id}:{wa_id}" for wa_id in wa_ids])
         rows = await self.db.fetch(
             "DELETE FROM unmatched_statuses WHERE company_id = $1"
             f" AND wa_id IN ({_in(2, len(wa_ids))})"
