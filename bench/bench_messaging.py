@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from tests.integration.fake_graph import callback, encode, sign, text_message
-from tests.integration.servers import free_port, serve
+from tests.integration.servers import serve
 
 from bench_delivery import insert_events, start_worker, stop
 from bench_delivery import prepare as prepare_webhooks
@@ -186,49 +186,21 @@ async def counts(database_url: str, queries: dict[str, str]) -> dict[str, int]:
         return {name: await scalar(query) for name, query in queries.items()}
 
 
+GRAPH_ANSWER = '{"messaging_product":"whatsapp","messages":[{"id":"wamid.$request_id"}]}'
+GRAPH_LOCATIONS = (
+    "location ~ ^/v[0-9.]+/[0-9]+/messages$ {"
+    f" default_type application/json; return 200 '{GRAPH_ANSWER}'; }}"
+    " location / { return 404; }"
+)
+
+
 @contextmanager
 def fake_graph() -> Iterator[str]:
     """nginx on a free loopback port answering every send as Meta does when it succeeds, with a
     unique wamid (nginx's ``$request_id``, 32 hex digits); yields the base URL for
-    ``BITBYBIT_GRAPH_URL``. Configured like ``common.nginx_sink``; any other path gets 404."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        sys.exit("nginx is not installed: run `make bench-deps`")
-    port = free_port()
-    answer = '{"messaging_product":"whatsapp","messages":[{"id":"wamid.$request_id"}]}'
-    with tempfile.TemporaryDirectory() as folder:
-        conf = Path(folder) / "nginx.conf"
-        conf.write_text(
-            f"""
-worker_processes 1;
-daemon off;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {folder};
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    server {{
-        listen 127.0.0.1:{port};
-        location = /nginx_status {{ stub_status; }}
-        location ~ ^/v[0-9.]+/[0-9]+/messages$ {{
-            default_type application/json;
-            return 200 '{answer}';
-        }}
-        location / {{ return 404; }}
-    }}
-}}
-"""
-        )
-        process = subprocess.Popen([binary, "-c", str(conf), "-p", folder])
-        try:
-            time.sleep(0.5)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(10)
+    ``BITBYBIT_GRAPH_URL``. Any other path gets 404."""
+    with nginx_sink(GRAPH_LOCATIONS) as hook:
+        yield hook.removesuffix("/hook")
 
 
 def graph_requests(graph_url: str) -> int:

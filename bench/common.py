@@ -30,9 +30,14 @@ SECRET_KEY = "bitbybit-benchmark-secret-key"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+ANSWER_OK = 'location / { return 200 "ok"; }'
+"""What the sink answers: 200 to everything."""
+
+
 @contextmanager
-def nginx_sink() -> Iterator[str]:
-    """nginx on a free loopback port answering 200 to everything; yields the hook URL."""
+def nginx_sink(locations: str = ANSWER_OK) -> Iterator[str]:
+    """nginx on a free loopback port answering with ``locations`` (by default 200 to
+    everything; ``/nginx_status`` counts requests); yields the hook URL (``…/hook``)."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
         sys.exit("nginx is not installed: run `make bench-deps`")
@@ -54,7 +59,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location = /nginx_status {{ stub_status; }}
-        location / {{ return 200 "ok"; }}
+        {locations}
     }}
 }}
 """

@@ -35,6 +35,10 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _float(env, name, default, zero_allowed=False)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, zero_allowed: bool) -> float:
     raw = env.get(f"BITBYBIT_{name}")
     if raw is None or raw == "":
         return default
@@ -42,7 +46,9 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"BITBYBIT_{name} must be a number, got {raw!r}") from None
-    if not value > 0:
+    if zero_allowed and not 0 <= value < float("inf"):
+        raise ConfigurationError(f"BITBYBIT_{name} must be zero or more, got {raw}")
+    if not zero_allowed and not value > 0:
         raise ConfigurationError(f"BITBYBIT_{name} must be positive, got {raw}")
     return value
 
@@ -65,19 +71,6 @@ def _numbers(env: Mapping[str, str], name: str) -> tuple[str, ...]:
                 f"BITBYBIT_{name} must list E.164 numbers such as +6281234567890; got {number!r}"
             )
     return numbers
-
-
-def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(f"BITBYBIT_{name}")
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"BITBYBIT_{name} must be a number, got {raw!r}") from None
-    if not 0 <= value < float("inf"):
-        raise ConfigurationError(f"BITBYBIT_{name} must be zero or more, got {raw}")
-    return value
 
 
 def parse_address(raw: str, name: str) -> tuple[str, int]:
@@ -176,6 +169,6 @@ class Settings:
             graph_version=env.get("BITBYBIT_GRAPH_VERSION") or DEFAULT_GRAPH_VERSION,
             whatsapp_pace=_positive_float(env, "WHATSAPP_PACE", 80.0),
             whatsapp_coex_pace=_positive_float(env, "WHATSAPP_COEX_PACE", 20.0),
-            whatsapp_pair_interval=_non_negative_float(env, "WHATSAPP_PAIR_INTERVAL", 6.0),
+            whatsapp_pair_interval=_float(env, "WHATSAPP_PAIR_INTERVAL", 6.0, zero_allowed=True),
         )
         return replace(settings, **overrides)  # type: ignore[arg-type]  # overrides are fields

@@ -57,7 +57,7 @@ def test_the_refusal_says_what_to_do() -> None:
     key_file = Path("/srv/bitbybit.db.key")
     from_file = str(SecretBox([NEW], key_file=key_file, generated=True).mismatch(5, 5))
 
-    assert from_variable.startswith("BITBYBIT_SECRET_KEY cannot decrypt 2 of the 5 webhook")
+    assert from_variable.startswith("BITBYBIT_SECRET_KEY cannot decrypt 2 of the 5 stored")
     assert "comma-separated" in from_variable
     assert "--reset-unreadable" in from_variable
     assert from_file.startswith(

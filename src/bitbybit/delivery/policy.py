@@ -71,7 +71,7 @@ def parse_retry_after(value: str | None, now_ms: int) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # ("¹" and "٣" are digits to str.isdigit)
         return min(float(text), MAX_RETRY_AFTER_S)
     try:
         when = parsedate_to_datetime(text)
