@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import structlog
 
-from bitbybit.channels.meta import classify
+from bitbybit.channels.meta import GraphAnswer, classify
 from bitbybit.delivery.policy import SendResult
 from bitbybit.delivery.sender import Sender
 from bitbybit.errors import BitbybitError
@@ -101,6 +101,8 @@ class MessagingChannel:
         """When (``time.monotonic()``) a number may next send to a recipient."""
         self._throttled: dict[str, float] = {}
         """Numbers Meta throttled, until when (``time.monotonic()``)."""
+        self._answers: dict[str, GraphAnswer] = {}
+        """What the last attempt of each job attempted and not yet recorded got."""
 
     def _sending(self, job: Job) -> _Sending:
         sending = self._jobs.get(job.delivery_id)
@@ -199,7 +201,9 @@ class MessagingChannel:
             {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             started,
         )
-        answer = classify(sent.status_code, sent.response_body, error=sent.error)
+        answer = self._answers[job.delivery_id] = classify(
+            sent.status_code, sent.response_body, error=sent.error
+        )
         if answer.succeeded:
             return sent
         if answer.throttled:
@@ -218,6 +222,7 @@ class MessagingChannel:
         )
 
     async def recorded(self, tx: Tx, results: Sequence[AttemptResult]) -> None:
+        answers = {r.delivery_id: self._answers.pop(r.delivery_id, None) for r in results}
         done = [r for r in results if r.status != "pending"]  # a retry leaves it accepted
         for result in done:
             self._jobs.pop(result.delivery_id, None)
@@ -233,7 +238,9 @@ class MessagingChannel:
             if mine is None:
                 continue
             tenant, message = mine
-            answer = classify(result.status_code, result.response_body, error=result.error)
+            answer = answers.get(result.delivery_id) or classify(
+                result.status_code, result.response_body, error=result.error
+            )
             if result.status == "succeeded" and answer.wa_message_id is not None:
                 outcome = messages.Outcome(tenant, message, result.started_at, answer.wa_message_id)
             else:

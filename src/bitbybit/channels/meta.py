@@ -89,12 +89,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, TypeGuard, TypeVar
+
+import orjson
 
 from bitbybit.errors import ValidationFailed
 
@@ -682,8 +683,8 @@ def _json(body: bytes | None) -> object:
     if not body:
         return None
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:  # (also invalid UTF-8, and nesting past orjson's limit)
         return None
 
 

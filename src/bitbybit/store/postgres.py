@@ -166,8 +166,12 @@ class _Driver:
     for_update = " FOR UPDATE"
 
     async def serialise(self, keys: Sequence[str]) -> None:
-        for key in sorted(set(keys)):
-            await self.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+        # One round trip for the whole batch, the locks taken in sorted order.
+        await self.fetch(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
+            " FROM (SELECT DISTINCT unnest($1::text[]) AS k ORDER BY 1) AS keys",
+            list(keys),
+        )
 
 
 WAKE_CHANNEL = "bitbybit_deliveries"
