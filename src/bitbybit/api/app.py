@@ -17,7 +17,7 @@ from bitbybit import __version__
 from bitbybit.api import errors
 from bitbybit.api.middleware import Guard
 from bitbybit.api.routes import customers, messages, meta, orders, products, webhooks
-from bitbybit.channels import delivery_worker
+from bitbybit.channels import callbacks, delivery_worker
 from bitbybit.config import Settings
 from bitbybit.delivery.metrics_server import serving_metrics
 from bitbybit.errors import StorageError
@@ -86,6 +86,7 @@ def create_app(
     )
     app.state.platform = the_platform
     app.state.auth_failures = FailedAuthLimiter(settings.auth_failure_limit)
+    app.state.meta_routes = callbacks.Routes()
     for index, prefix in enumerate(CUSTOMER_PREFIXES):
         for module in (customers, products, orders, webhooks):
             app.include_router(module.router, prefix=prefix, include_in_schema=index == 0)

@@ -19,6 +19,7 @@ The order is what the known integrations get wrong (docs/messaging.md):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -67,17 +68,16 @@ async def challenge(platform: Platform, mode: str | None, token: str | None) -> 
         raise AccessDenied("no connected WhatsApp number has this verify token", code="FORBIDDEN")
 
 
-async def handle(platform: Platform, raw: bytes, signature: str | None) -> Handled:
+async def handle(
+    platform: Platform, raw: bytes, signature: str | None, routes: Routes | None = None
+) -> Handled:
     """Verify, route and store one callback; returns once it is committed."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ValidationFailed("the callback body is not JSON") from None
     callback = parse_callback(document)
-    async with platform.store.read() as tx:
-        numbers = await tx.route_whatsapp_numbers(
-            sorted(callback.phone_number_ids), sorted(callback.waba_ids)
-        )
+    numbers = await (routes or Routes()).of(platform, callback)
     if not numbers and (callback.phone_number_ids or callback.waba_ids):
         ids = ", ".join(sorted(callback.phone_number_ids | callback.waba_ids))
         raise NotFound(f"no connected WhatsApp number has the id {ids}")
@@ -102,6 +102,40 @@ async def handle(platform: Platform, raw: bytes, signature: str | None) -> Handl
     for problem in handled.skipped:
         log.warning("meta_callback_item_skipped", problem=problem)
     return handled
+
+
+ROUTE_TTL_S = 2.0
+"""How long a process answers Meta's callbacks from the numbers it read last (a connection
+changed in the meantime is seen this much later: a callback signed with a new app secret is
+answered 401 until then, and Meta sends it again)."""
+
+
+_Ids = tuple[tuple[str, ...], tuple[str, ...]]
+"""A callback's phone-number ids and WABA ids, sorted."""
+
+
+class Routes:
+    """The connected numbers callbacks named lately, kept ``ROUTE_TTL_S`` per set of ids: at
+    Meta's rates this saves a transaction on nearly every callback. One per application."""
+
+    def __init__(self) -> None:
+        self._kept: dict[
+            tuple[tuple[str, ...], tuple[str, ...]], tuple[float, list[WhatsAppNumber]]
+        ] = {}
+
+    async def of(self, platform: Platform, callback: Callback) -> list[WhatsAppNumber]:
+        key = (tuple(sorted(callback.phone_number_ids)), tuple(sorted(callback.waba_ids)))
+        now = time.monotonic()
+        kept = self._kept.get(key)
+        if kept is not None and now - kept[0] < ROUTE_TTL_S:
+            return kept[1]
+        async with platform.store.read() as tx:
+            numbers = await tx.route_whatsapp_numbers(list(key[0]), list(key[1]))
+        if len(self._kept) > 1_000:
+            self._kept.clear()
+        if numbers:  # (an unknown number is asked again next time: it may be connected by then)
+            self._kept[key] = (now, numbers)
+        return numbers
 
 
 def _app_secrets(platform: Platform, numbers: list[WhatsAppNumber]) -> dict[str, str]:

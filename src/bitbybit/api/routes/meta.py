@@ -42,6 +42,8 @@ async def subscribe(request: Request, platform: PlatformDep) -> Response:
 async def callback(request: Request, platform: PlatformDep) -> Response:
     """Store the messages and statuses of one signed callback; 200 once committed."""
     raw = await request.body()
-    handled = await callbacks.handle(platform, raw, request.headers.get("x-hub-signature-256"))
+    signature = request.headers.get("x-hub-signature-256")
+    routes: callbacks.Routes = request.app.state.meta_routes
+    handled = await callbacks.handle(platform, raw, signature, routes)
     body = f'{{"received":{handled.received},"statuses":{handled.statuses}}}'
     return Response(body, media_type="application/json")
