@@ -29,7 +29,7 @@ import structlog
 from bitbybit.config import DEFAULT_DATABASE_TIMEOUT
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
 from bitbybit.ids import random_base62
-from bitbybit.models import ApiKey, AttemptResult, Job
+from bitbybit.models import ApiKey, AttemptResult, Job, Message, Tenant
 from bitbybit.store import migrations
 from bitbybit.store.sql import (
     KEY_COLUMNS,
@@ -316,6 +316,75 @@ class PostgresTx(SqlTx):
             succeeded_endpoints(results),
         )
         return [row["delivery_id"] for row in rows]
+
+    async def _write_job_results(
+        self, owner: str, results: Sequence[AttemptResult], now: int
+    ) -> list[str]:
+        columns = list(
+            zip(
+                *(
+                    (
+                        r.delivery_id,
+                        r.number,
+                        r.started_at,
+                        r.latency_ms,
+                        r.status_code,
+                        r.error,
+                        r.response_body,
+                        r.status,
+                        r.next_attempt_at,
+                        r.deferred,
+                    )
+                    for r in results
+                ),
+                strict=True,
+            )
+        )
+        # ``_write_results`` for jobs in one statement: a deferred job gets no attempt row; a job
+        # deleted meanwhile (with its company) gets nothing; the outcome counts only where this
+        # worker still held the queue row.
+        rows = await self.db.fetch(
+            "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
+            " $4::bigint[], $5::bigint[], $6::text[], $7::bytea[], $8::text[], $9::bigint[],"
+            " $10::boolean[]) AS u(id, number, started, latency, code, error, body, status, due,"
+            " deferred)), found AS (SELECT u.* FROM u JOIN jobs j ON j.id = u.id),"
+            " attempts AS (INSERT INTO job_attempts (job_id, number, started_at, latency_ms,"
+            " status_code, error, response_body, worker) SELECT id, number, started, latency,"
+            " code, error, body, $11 FROM found WHERE NOT deferred),"
+            " done AS (DELETE FROM delivery_queue AS q USING found u WHERE q.delivery_id = u.id"
+            " AND q.lease_owner = $11 AND u.status <> 'pending' RETURNING q.delivery_id),"
+            " again AS (UPDATE delivery_queue AS q SET due_at = u.due, lease_owner = NULL,"
+            " lease_expires_at = NULL FROM found u WHERE q.delivery_id = u.id"
+            " AND q.lease_owner = $11 AND u.status = 'pending' RETURNING q.delivery_id),"
+            " mine AS (SELECT delivery_id FROM done UNION ALL SELECT delivery_id FROM again),"
+            " updated AS (UPDATE jobs AS j SET status = u.status, attempts = u.number,"
+            " next_attempt_at = u.due, last_status_code = u.code, last_error = u.error,"
+            " updated_at = $12 FROM found u, mine WHERE j.id = u.id AND mine.delivery_id = u.id)"
+            " SELECT id FROM found",
+            *(list(column) for column in columns),
+            owner,
+            now,
+        )
+        return [row["id"] for row in rows]
+
+    async def update_messages(self, changed: Sequence[tuple[Tenant, Message]]) -> None:
+        if not changed:
+            return
+        messages = [message for _, message in changed]
+        await self.db.execute(
+            "UPDATE messages AS m SET status = u.status, error_code = u.code,"
+            " error_message = u.error, wa_id = u.wa_id, customer_id = u.customer,"
+            " updated_at = u.at FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
+            " $5::text[], $6::text[], $7::bigint[]) AS u(id, status, code, error, wa_id,"
+            " customer, at) WHERE m.id = u.id",
+            [m.id for m in messages],
+            [m.status for m in messages],
+            [m.error_code for m in messages],
+            [m.error_message for m in messages],
+            [m.wa_id for m in messages],
+            [m.customer_id for m in messages],
+            [m.updated_at for m in messages],
+        )
 
 
 def normalise_url(url: str) -> str:

@@ -123,9 +123,7 @@ class QueueSql:
         if webhooks:
             kept.update(await self._write_results(owner, webhooks, now))
         if others:
-            recorded = await self._write_outcomes("jobs", "job_attempts", owner, others, now)
-            await self._settle_queue(owner, recorded)
-            kept.update(r.delivery_id for r in recorded)
+            kept.update(await self._write_job_results(owner, others, now))
         suspended: list[str] = []
         for result in webhooks:
             if result.delivery_id not in kept:
@@ -152,6 +150,16 @@ class QueueSql:
                     suspended.append(result.target)
         vanished = [r.delivery_id for r in results if r.delivery_id not in kept]
         return Recorded(suspended, vanished)
+
+    async def _write_job_results(
+        self, owner: str, results: Sequence[AttemptResult], now: int
+    ) -> list[str]:
+        """Attempt rows, the jobs' new state and their queue rows; returns the jobs recorded
+        (``_write_results`` for the jobs of other channels). PostgreSQL does it in one
+        statement."""
+        recorded = await self._write_outcomes("jobs", "job_attempts", owner, results, now)
+        await self._settle_queue(owner, recorded)
+        return [r.delivery_id for r in recorded]
 
     async def _settle_queue(self, owner: str, results: Sequence[AttemptResult]) -> None:
         """The queue rows of recorded results that this worker still leases: rescheduled for
