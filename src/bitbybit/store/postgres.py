@@ -468,10 +468,12 @@ class PostgresStore:
 
     async def _release(self, pool: asyncpg.Pool, driver: _Driver) -> None:
         """Give the connection back to its pool; one that failed on the client's side is closed
-        instead (waiting for its cancellation or its reset could outlast the request's limit)."""
-        if driver.broken:
-            driver.connection.terminate()
+        instead (waiting for its cancellation or its reset could outlast the request's limit).
+        A connection the server cut (a restart) may already be back in the pool, asyncpg having
+        released it as it noticed: terminating it then raises, and nothing is left to do."""
         with contextlib.suppress(*_DRIVER_ERRORS):  # asyncpg closes what it cannot reset
+            if driver.broken:
+                driver.connection.terminate()
             await pool.release(driver.connection, timeout=self.timeout)
 
     @property
