@@ -268,25 +268,7 @@ class PostgresTx(SqlTx):
     async def _write_results(
         self, owner: str, results: Sequence[AttemptResult], now: int
     ) -> list[str]:
-        columns = list(
-            zip(
-                *(
-                    (
-                        r.delivery_id,
-                        r.number,
-                        r.started_at,
-                        r.latency_ms,
-                        r.status_code,
-                        r.error,
-                        r.response_body,
-                        r.status,
-                        r.next_attempt_at,
-                    )
-                    for r in results
-                ),
-                strict=True,
-            )
-        )
+        columns = _result_columns(results)
         # One statement for the batch: the attempts, the queue rows this worker still leases
         # (dropped when the delivery is done, rescheduled when it will be retried) and the
         # deliveries whose queue row it held. Deliveries deleted meanwhile (with their endpoint)
@@ -310,7 +292,7 @@ class PostgresTx(SqlTx):
             " next_attempt_at = u.due, last_status_code = u.code, last_error = u.error,"
             " updated_at = $11 FROM u, mine WHERE d.id = u.id AND mine.delivery_id = u.id)"
             " SELECT delivery_id FROM attempts",
-            *(list(column) for column in columns),
+            *columns,
             owner,
             now,
             succeeded_endpoints(results),
@@ -320,26 +302,7 @@ class PostgresTx(SqlTx):
     async def _write_job_results(
         self, owner: str, results: Sequence[AttemptResult], now: int
     ) -> list[str]:
-        columns = list(
-            zip(
-                *(
-                    (
-                        r.delivery_id,
-                        r.number,
-                        r.started_at,
-                        r.latency_ms,
-                        r.status_code,
-                        r.error,
-                        r.response_body,
-                        r.status,
-                        r.next_attempt_at,
-                        r.deferred,
-                    )
-                    for r in results
-                ),
-                strict=True,
-            )
-        )
+        columns = [*_result_columns(results), [r.deferred for r in results]]
         # ``_write_results`` for jobs in one statement: a deferred job gets no attempt row; a job
         # deleted meanwhile (with its company) gets nothing; the outcome counts only where this
         # worker still held the queue row.
@@ -361,7 +324,7 @@ class PostgresTx(SqlTx):
             " next_attempt_at = u.due, last_status_code = u.code, last_error = u.error,"
             " updated_at = $12 FROM found u, mine WHERE j.id = u.id AND mine.delivery_id = u.id)"
             " SELECT id FROM found",
-            *(list(column) for column in columns),
+            *columns,
             owner,
             now,
         )
@@ -385,6 +348,22 @@ class PostgresTx(SqlTx):
             [m.customer_id for m in messages],
             [m.updated_at for m in messages],
         )
+
+
+def _result_columns(results: Sequence[AttemptResult]) -> list[list[Any]]:
+    """The attempt results as the columns the batch-writing statements unnest: id, number,
+    started, latency, code, error, body, status, due."""
+    return [
+        [r.delivery_id for r in results],
+        [r.number for r in results],
+        [r.started_at for r in results],
+        [r.latency_ms for r in results],
+        [r.status_code for r in results],
+        [r.error for r in results],
+        [r.response_body for r in results],
+        [r.status for r in results],
+        [r.next_attempt_at for r in results],
+    ]
 
 
 def normalise_url(url: str) -> str:
