@@ -40,7 +40,10 @@ log = structlog.get_logger("bitbybit.delivery")
 POLL_SECONDS = 1.0
 LEASE_MARGIN_S = 30.0
 FLUSH_SECONDS = 0.01
-FLUSH_BATCH = 500
+FLUSH_BATCH = 2000
+"""Results one transaction records at most. A batch costs a few round trips whatever its size,
+and each waits its turn on a busy event loop: when sending outpaces recording, the waiting
+results make the next batch larger, up to this."""
 STATS_SECONDS = 5.0
 RECORD_RETRY_SECONDS = 0.5
 FINAL_FLUSH_SECONDS = 10.0

@@ -29,7 +29,7 @@ import structlog
 from bitbybit.config import DEFAULT_DATABASE_TIMEOUT
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
 from bitbybit.ids import random_base62
-from bitbybit.models import ApiKey, AttemptResult, Job, Message, Tenant
+from bitbybit.models import ApiKey, AttemptResult, Event, Job, Message, StatusReport, Tenant
 from bitbybit.store import migrations
 from bitbybit.store.sql import (
     KEY_COLUMNS,
@@ -39,6 +39,7 @@ from bitbybit.store.sql import (
     job_from_row,
     succeeded_endpoints,
 )
+from bitbybit.store.sql.messaging import new_reports
 
 log = structlog.get_logger("bitbybit.store")
 
@@ -161,6 +162,9 @@ class _Driver:
 
     def text_array(self, values: Sequence[str]) -> Any:
         return list(values)
+
+    def in_texts(self, column: str, placeholder: str) -> str:
+        return f"{column} = ANY({placeholder}::text[])"
 
     key_share = " FOR KEY SHARE"
     for_update = " FOR UPDATE"
@@ -329,6 +333,47 @@ class PostgresTx(SqlTx):
             now,
         )
         return [row["id"] for row in rows]
+
+    async def insert_events(self, tenant: Tenant, events: Sequence[Event]) -> None:
+        # One statement for the batch (in order: ``seq`` follows the list).
+        if not events:
+            return
+        await self.db.execute(
+            "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+            " SELECT u.id, $1, $2, u.type, u.payload, u.at FROM unnest($3::text[], $4::text[],"
+            " $5::bytea[], $6::bigint[]) WITH ORDINALITY AS u(id, type, payload, at, n)"
+            " ORDER BY u.n",
+            tenant.company_id,
+            tenant.mode,
+            [e.id for e in events],
+            [e.type for e in events],
+            [e.payload for e in events],
+            [e.created_at for e in events],
+        )
+
+    async def add_status_reports(
+        self, reports: Sequence[tuple[str, StatusReport]], recorded_at: int
+    ) -> set[tuple[str, str]]:
+        # One statement: what was reported before (committed, under the caller's row locks)
+        # conflicts and is not kept; the rows inserted are the ones kept.
+        kept = new_reports(reports)
+        if not kept:
+            return set()
+        rows = await self.db.fetch(
+            "INSERT INTO message_statuses (message_id, status, at, error_code, error_message,"
+            " applied, recorded_at) SELECT u.*, $7 FROM unnest($1::text[], $2::text[],"
+            " $3::bigint[], $4::bigint[], $5::text[], $6::bigint[])"
+            " AS u(message_id, status, at, code, error, applied)"
+            " ON CONFLICT DO NOTHING RETURNING message_id, status",
+            [message_id for message_id, _ in kept],
+            [status for _, status in kept],
+            [report.at for report in kept.values()],
+            [report.error_code for report in kept.values()],
+            [report.error_message for report in kept.values()],
+            [int(report.applied) for report in kept.values()],
+            recorded_at,
+        )
+        return {(row["message_id"], row["status"]) for row in rows}
 
     async def update_messages(self, changed: Sequence[tuple[Tenant, Message]]) -> None:
         if not changed:

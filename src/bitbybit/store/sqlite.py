@@ -171,6 +171,9 @@ class _Driver:
     def text_array(self, values: Sequence[str]) -> Any:
         return orjson.dumps(list(values)).decode()
 
+    def in_texts(self, column: str, placeholder: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each({placeholder}))"
+
     key_share = ""  # writers are serialised: nothing can delete a row this transaction read
     for_update = ""  # nor change one
 

@@ -30,7 +30,13 @@ class Driver(Protocol):
         ...
 
     def text_array(self, values: Sequence[str]) -> Any:
-        """The parameter value that ``any_of_json_array`` expects."""
+        """The parameter value that ``any_of_json_array`` and ``in_texts`` expect."""
+        ...
+
+    def in_texts(self, column: str, placeholder: str) -> str:
+        """SQL that is true when ``column`` is one of the texts in the parameter: one
+        statement, whatever the list's length (an ``IN ($1, …)`` list is a new statement to
+        prepare and plan for every length)."""
         ...
 
     key_share: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from typing import Any
 
 import orjson
@@ -384,8 +384,8 @@ class MessagingSql:
             return []
         rows = await self.db.fetch(
             f"SELECT company_id, mode, {_MESSAGE_COLUMNS} FROM messages"
-            f" WHERE job_id IN ({_in(1, len(job_ids))}) ORDER BY id" + self.db.for_update,
-            *job_ids,
+            f" WHERE {self.db.in_texts('job_id', '$1')} ORDER BY id" + self.db.for_update,
+            self.db.text_array(job_ids),
         )
         return [(Tenant(row["company_id"], row["mode"]), _message(row)) for row in rows]
 
@@ -397,10 +397,10 @@ class MessagingSql:
             return []
         rows = await self.db.fetch(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE company_id = $1 AND mode = $2"
-            f" AND id IN ({_in(3, len(message_ids))}) ORDER BY id" + self.db.for_update,
+            f" AND {self.db.in_texts('id', '$3')} ORDER BY id" + self.db.for_update,
             tenant.company_id,
             tenant.mode,
-            *message_ids,
+            self.db.text_array(message_ids),
         )
         return [_message(row) for row in rows]
 
@@ -439,15 +439,10 @@ class MessagingSql:
         ids = sorted({message_id for message_id, _ in reports})
         rows = await self.db.fetch(
             "SELECT message_id, status FROM message_statuses"
-            f" WHERE message_id IN ({_in(1, len(ids))})",
-            *ids,
+            f" WHERE {self.db.in_texts('message_id', '$1')}",
+            self.db.text_array(ids),
         )
-        known = {(row["message_id"], row["status"]) for row in rows}
-        kept: dict[tuple[str, str], StatusReport] = {}
-        for message_id, report in reports:
-            key = (message_id, report.status)
-            if key not in known and key not in kept:
-                kept[key] = report
+        kept = new_reports(reports, {(row["message_id"], row["status"]) for row in rows})
         await self.db.executemany(
             "INSERT INTO message_statuses (message_id, status, at, error_code, error_message,"
             " applied, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -493,10 +488,10 @@ class MessagingSql:
         await self.db.serialise([f"wa:{company_id}:{wa_id}" for wa_id in wa_ids])
         rows = await self.db.fetch(
             "DELETE FROM unmatched_statuses WHERE company_id = $1"
-            f" AND wa_id IN ({_in(2, len(wa_ids))})"
+            f" AND {self.db.in_texts('wa_id', '$2')}"
             " RETURNING wa_id, status, at, error_code, error_message",
             company_id,
-            *wa_ids,
+            self.db.text_array(wa_ids),
         )
         found: dict[str, list[StatusReport]] = {}
         for row in sorted(rows, key=lambda row: int(row["at"])):
@@ -512,9 +507,9 @@ class MessagingSql:
             return {}
         rows = await self.db.fetch(
             "SELECT message_id, status, at, error_code, error_message, applied"
-            f" FROM message_statuses WHERE message_id IN ({_in(1, len(message_ids))})"
+            f" FROM message_statuses WHERE {self.db.in_texts('message_id', '$1')}"
             " ORDER BY at, recorded_at",
-            *message_ids,
+            self.db.text_array(message_ids),
         )
         found: dict[str, list[StatusReport]] = {}
         for row in rows:
@@ -594,3 +589,15 @@ class MessagingSql:
             *where.args,
         )
         return Page([build(row) for row in rows], total, page, limit)
+
+
+def new_reports(
+    reports: Sequence[tuple[str, StatusReport]], known: Set[tuple[str, str]] = frozenset()
+) -> dict[tuple[str, str], StatusReport]:
+    """The first report of each (message id, status) that is not ``known`` already."""
+    kept: dict[tuple[str, str], StatusReport] = {}
+    for message_id, report in reports:
+        key = (message_id, report.status)
+        if key not in known and key not in kept:
+            kept[key] = report
+    return kept
