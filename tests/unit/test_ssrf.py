@@ -313,7 +313,10 @@ def test_refusal_is_a_validation_error_on_the_url_field() -> None:
     assert isinstance(refused, ValidationFailed)
     assert refused.code == "VALIDATION_ERROR"
     assert refused.reason == "10.0.0.5 is a private address"
-    assert refused.message == "webhook URL refused: 10.0.0.5 is a private address"
+    assert refused.message == (
+        "webhook URL refused: 10.0.0.5 is a private address (for local development, the"
+        " server's BITBYBIT_ALLOW_PRIVATE_TARGETS=1 allows private and loopback targets)"
+    )
     assert str(refused) == refused.message
     assert [(d.field, d.message) for d in refused.details] == [("url", refused.reason)]
 
@@ -468,8 +471,35 @@ def _parsed_or_same(address: str) -> str | V4 | V6:
 def test_refused_address_names_itself() -> None:
     with pytest.raises(TargetRefused) as caught:
         check_address("10.0.0.5", STRICT)
-    assert str(caught.value) == "webhook URL refused: 10.0.0.5 is a private address"
+    assert str(caught.value).startswith("webhook URL refused: 10.0.0.5 is a private address (")
     check_address("10.0.0.5", PRIVATE_ONLY)  # returns quietly
+
+
+@pytest.mark.parametrize(
+    ("url", "policy", "setting"),
+    [
+        ("http://hooks.example.com/", PRIVATE_ONLY, "BITBYBIT_ALLOW_HTTP_TARGETS=1"),
+        ("https://127.0.0.1:8765/", STRICT, "BITBYBIT_ALLOW_PRIVATE_TARGETS=1"),
+        ("https://localhost:8765/", STRICT, "BITBYBIT_ALLOW_PRIVATE_TARGETS=1"),
+        ("https://[::1]:8765/", STRICT, "BITBYBIT_ALLOW_PRIVATE_TARGETS=1"),
+        ("https://192.168.1.1/", STRICT, "BITBYBIT_ALLOW_PRIVATE_TARGETS=1"),
+        ("https://169.254.169.254/", OPEN, None),  # metadata: no setting allows it
+        ("https://0.0.0.0/", STRICT, None),  # nor this
+    ],
+)
+def test_a_refusal_a_setting_would_lift_names_the_setting(
+    url: str, policy: TargetPolicy, setting: str | None
+) -> None:
+    """`bitbybit listen` is plain http on loopback: the message says which settings allow it; a
+    refusal no setting lifts names none (and the field's own message is the reason alone)."""
+    with pytest.raises(TargetRefused) as caught:
+        check_url(url, policy)
+    refused = caught.value
+    assert [d.message for d in refused.details] == [refused.reason]
+    if setting is None:
+        assert "BITBYBIT_" not in refused.message
+    else:
+        assert f"(for local development, the server's {setting} allows" in refused.message
 
 
 @pytest.mark.parametrize(

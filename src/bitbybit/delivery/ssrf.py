@@ -31,7 +31,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -139,9 +139,18 @@ class TargetRefused(ValidationFailed):
     ``url`` field, so the API answers 400 ``VALIDATION_ERROR`` naming the reason.
     """
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"webhook URL refused: {reason}", [FieldError("url", reason)])
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(f"webhook URL refused: {reason}{hint}", [FieldError("url", reason)])
         self.reason = reason
+
+
+ALLOW_HTTP_HINT = " (for local development, the server's BITBYBIT_ALLOW_HTTP_TARGETS=1 allows it)"
+ALLOW_PRIVATE_HINT = (
+    " (for local development, the server's BITBYBIT_ALLOW_PRIVATE_TARGETS=1 allows private and"
+    " loopback targets)"
+)
+"""What the message of a refusal that a setting would lift adds (the field's own message stays the
+reason alone): a local set-up with ``bitbybit listen`` needs both settings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +271,8 @@ def check_address(address: IPAddress | str, policy: TargetPolicy) -> None:
     ip = _as_address(address)
     verdict = _verdict(ip, policy)
     if verdict is not None:
-        raise TargetRefused(f"{ip} {verdict}")
+        lifted = _verdict(ip, replace(policy, allow_private=True)) is None
+        raise TargetRefused(f"{ip} {verdict}", ALLOW_PRIVATE_HINT if lifted else "")
 
 
 # --- URLs -----------------------------------------------------------------------------------
@@ -309,7 +319,7 @@ def _check_url(url: str, policy: TargetPolicy) -> ParsedTarget:
     if scheme not in {"http", "https"}:
         raise TargetRefused(f"the scheme {scheme or '(none)'!r} is not allowed; use https")
     if scheme == "http" and not policy.allow_http:
-        raise TargetRefused("plain http is not allowed; use https")
+        raise TargetRefused("plain http is not allowed; use https", ALLOW_HTTP_HINT)
     authority_match = _SCHEME_AUTHORITY.match(url)
     if not parsed.is_absolute() or not raw_host or authority_match is None:
         raise TargetRefused("the URL has no host")
@@ -350,7 +360,7 @@ def _check_url(url: str, policy: TargetPolicy) -> ParsedTarget:
         check_address(v4, policy)
         return ParsedTarget(scheme, host, port, v4, path, query)
     if (bare == "localhost" or bare.endswith(".localhost")) and not policy.allow_private:
-        raise TargetRefused(f"{host} is a loopback name")
+        raise TargetRefused(f"{host} is a loopback name", ALLOW_PRIVATE_HINT)
     return ParsedTarget(scheme, host, port, None, path, query)
 
 
