@@ -7,8 +7,12 @@ Every adapter behaves the same way:
   the sender's delivery log shows why; a :class:`ConfigurationError` (your secret setting is
   wrong) is raised instead, because it is a server error, not the sender's;
 - with an idempotency store, an id already marked is answered ``200``
-  ``{"received": true, "duplicate": true}`` without calling your handler, and the id is
-  forgotten again if your handler raises or answers anything but 2xx, so the retry runs.
+  ``{"received": true, "duplicate": true}`` (FastAPI: under ``"detail"``) without calling your
+  handler;
+- once marked, the id is forgotten again whenever the request does not end in a 2xx, whatever
+  failed (the handler raised, returned nothing or no response, answered non-2xx, or the adapter
+  or framework failed after it), so the sender's retry runs the handler instead of being
+  answered "duplicate". Each adapter marks, then runs everything else in ``try``/``finally``.
 """
 
 from __future__ import annotations

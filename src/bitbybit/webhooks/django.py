@@ -4,14 +4,17 @@
 
     from bitbybit.webhooks.django import verify_webhook
 
-    @verify_webhook(lambda: settings.BITBYBIT_WEBHOOK_SECRETS, idempotency=store)
+    @verify_webhook(lambda: settings.BITBYBIT_WEBHOOK_SECRETS, idempotency=MemoryStore())
     def receive(request: HttpRequest, event: Event) -> HttpResponse:
         ...
         return HttpResponse(status=204)
 
 The view is CSRF-exempt (the sender has no CSRF token; the signature is the proof) and answers
-405 to anything but POST. Refusals answer 400 ``{"error": {"code", "message"}}``; duplicates
-answer 200 without calling the view; the id is forgotten when the view raises or answers non-2xx.
+405 to anything but POST. The view must return an ``HttpResponse``. Refusals answer 400
+``{"error": {"code", "message"}}``; duplicates answer 200 ``{"received": true, "duplicate": true}``
+without calling the view. The id is forgotten whenever the request does not end in a 2xx: the
+view raises, returns anything but a response (``None`` included: a ``TypeError``, so a 500), or
+answers non-2xx.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from functools import wraps
 from typing import Any
 
 # Django ships no type hints and django-stubs is not a dependency: its objects are Any here.
-from django.http import HttpResponseNotAllowed, JsonResponse  # type: ignore[import-untyped]
+from django.http import (  # type: ignore[import-untyped]
+    HttpResponseBase,
+    HttpResponseNotAllowed,
+    JsonResponse,
+)
 from django.views.decorators.csrf import csrf_exempt  # type: ignore[import-untyped]
 
 from bitbybit.webhooks._adapter import (
@@ -40,6 +47,16 @@ from bitbybit.webhooks.verification import DEFAULT_TOLERANCE, Event
 __all__ = ["verify_webhook"]
 
 View = Callable[..., Any]
+
+
+def _checked(response: Any) -> Any:
+    """The view's answer, or a ``TypeError`` that says what a view must return."""
+    if not isinstance(response, HttpResponseBase):
+        raise TypeError(
+            f"a webhook view must return an HttpResponse, got {type(response).__name__}"
+            " (return HttpResponse(status=204) once the event is handled)"
+        )
+    return response
 
 
 def verify_webhook(
@@ -72,17 +89,17 @@ def verify_webhook(
                     return event
                 store = receiver.idempotency
                 if store is None:
-                    return await view(request, event, *args, **kwargs)
+                    return _checked(await view(request, event, *args, **kwargs))
                 if await asyncio.to_thread(store.seen_or_mark, event.id):
                     return JsonResponse(DUPLICATE_BODY)
+                handled = False
                 try:
-                    response = await view(request, event, *args, **kwargs)
-                except BaseException:
-                    await asyncio.to_thread(store.forget, event.id)
-                    raise
-                if not is_success(response.status_code):
-                    await asyncio.to_thread(store.forget, event.id)
-                return response
+                    response = _checked(await view(request, event, *args, **kwargs))
+                    handled = is_success(response.status_code)
+                    return response
+                finally:
+                    if not handled:  # raised, returned nothing, or answered non-2xx
+                        await asyncio.shield(asyncio.to_thread(store.forget, event.id))
 
             return csrf_exempt(async_wrapper)  # type: ignore[no-any-return]  # untyped django
 
@@ -93,17 +110,17 @@ def verify_webhook(
                 return event
             store = receiver.idempotency
             if store is None:
-                return view(request, event, *args, **kwargs)
+                return _checked(view(request, event, *args, **kwargs))
             if store.seen_or_mark(event.id):
                 return JsonResponse(DUPLICATE_BODY)
+            handled = False
             try:
-                response = view(request, event, *args, **kwargs)
-            except BaseException:
-                store.forget(event.id)
-                raise
-            if not is_success(response.status_code):
-                store.forget(event.id)
-            return response
+                response = _checked(view(request, event, *args, **kwargs))
+                handled = is_success(response.status_code)
+                return response
+            finally:
+                if not handled:  # raised, returned nothing, or answered non-2xx: let the retry run
+                    store.forget(event.id)
 
         return csrf_exempt(wrapper)  # type: ignore[no-any-return]  # untyped django
 

@@ -3,41 +3,57 @@
 ::
 
     from typing import Annotated
-    from fastapi import Depends, FastAPI
+    from fastapi import APIRouter, Depends, FastAPI
     from bitbybit.webhooks import Event, SQLiteStore
-    from bitbybit.webhooks.fastapi import WebhookVerifier
+    from bitbybit.webhooks.fastapi import WebhookRoute, WebhookVerifier
 
     verified = WebhookVerifier(["whsec_new…", "whsec_old…"], idempotency=SQLiteStore("ids.db"))
-    app = FastAPI()
+    router = APIRouter(route_class=WebhookRoute)
 
-    @app.post("/webhooks", status_code=204)
+    @router.post("/webhooks", status_code=204)
     def receive(event: Annotated[Event, Depends(verified)]) -> None:
-        ...
+        handle(event)  # raise to have the event retried
+
+    app = FastAPI()
+    app.include_router(router)
 
 - A refused delivery never reaches the endpoint: the answer is 400
   ``{"detail": {"code": "bad_signature", "message": "..."}}``.
 - With ``idempotency``, a duplicate id never reaches the endpoint either: the answer is 200
   ``{"detail": {"received": true, "duplicate": true}}`` (the dependency raises an
-  ``HTTPException`` with status 200, which FastAPI's default handler answers as is).
-- If the endpoint raises (any exception, ``HTTPException`` included), the id is forgotten so the
-  sender's retry is processed. An endpoint that *returns* an error response is not seen by the
-  dependency: raise instead.
+  ``HTTPException`` with status 200, and FastAPI puts every ``HTTPException`` under ``detail``).
+- The id is forgotten whenever the request does not end in a 2xx, so the sender's retry runs: the
+  endpoint raises (``HTTPException`` included), FastAPI fails after it (a response that does not
+  match ``response_model``), or sending the answer fails. A dependency cannot see a response the
+  endpoint *returns*: on routes built with ``route_class=WebhookRoute`` a returned non-2xx
+  response forgets the id too; elsewhere, raise instead of returning an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from bitbybit.webhooks._adapter import DUPLICATE_BODY, Receiver, SecretSource, error_body
+from bitbybit.webhooks._adapter import (
+    DUPLICATE_BODY,
+    Receiver,
+    SecretSource,
+    error_body,
+    is_success,
+)
 from bitbybit.webhooks.errors import ConfigurationError, WebhookVerificationError
 from bitbybit.webhooks.idempotency import IdempotencyStore
+from bitbybit.webhooks.starlette import forget
 from bitbybit.webhooks.verification import DEFAULT_TOLERANCE, Event
 
-__all__ = ["DuplicateDelivery", "WebhookVerifier"]
+__all__ = ["DuplicateDelivery", "WebhookRoute", "WebhookVerifier"]
+
+FORGET_KEY = "bitbybit.webhooks.forget"
+"""Where the dependency leaves, in the ASGI scope, how to forget the id it marked."""
 
 
 class DuplicateDelivery(HTTPException):
@@ -74,8 +90,38 @@ class WebhookVerifier:
             return
         if await run_in_threadpool(store.seen_or_mark, event.id):
             raise DuplicateDelivery(event)
+        forgotten = False
+
+        async def forget_once() -> None:
+            nonlocal forgotten
+            if not forgotten:
+                forgotten = True
+                await forget(store, event.id)
+
+        request.scope[FORGET_KEY] = forget_once
         try:
             yield event
         except BaseException:
-            await run_in_threadpool(store.forget, event.id)
+            await forget_once()
             raise
+
+
+class WebhookRoute(APIRoute):
+    """A route that also forgets the id when the endpoint *returns* a non-2xx response.
+
+    Use it as ``APIRouter(route_class=WebhookRoute)`` (or ``app.router.route_class``) for the
+    routes that depend on a :class:`WebhookVerifier`; other routes behave as before.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            response = await handler(request)
+            if not is_success(response.status_code):
+                pending: Callable[[], Awaitable[None]] | None = request.scope.get(FORGET_KEY)
+                if pending is not None:
+                    await pending()
+            return response
+
+        return route

@@ -5,14 +5,16 @@
     from bitbybit.webhooks.flask import verify_webhook
 
     @app.post("/webhooks")
-    @verify_webhook(lambda: current_app.config["BITBYBIT_WEBHOOK_SECRETS"], idempotency=store)
+    @verify_webhook(lambda: current_app.config["WEBHOOK_SECRETS"], idempotency=MemoryStore())
     def receive(event: Event) -> tuple[str, int]:
         ...
         return "", 204
 
-The event comes first, then any URL variables. Refusals answer 400
-``{"error": {"code", "message"}}``; duplicates answer 200 without calling the view; the id is
-forgotten when the view raises or answers non-2xx.
+The event comes first, then any URL variables; the view must return a response (Flask turns a
+``None`` into a ``TypeError``, so a 500). Refusals answer 400 ``{"error": {"code", "message"}}``;
+duplicates answer 200 ``{"received": true, "duplicate": true}`` without calling the view. The id
+is forgotten whenever the request does not end in a 2xx: the view raises, returns nothing or
+something Flask cannot turn into a response, or answers non-2xx.
 """
 
 from __future__ import annotations
@@ -65,14 +67,14 @@ def verify_webhook(
                 return make_response(view(event, *args, **kwargs))
             if store.seen_or_mark(event.id):
                 return make_response(jsonify(DUPLICATE_BODY), 200)
+            handled = False
             try:
                 response = make_response(view(event, *args, **kwargs))
-            except BaseException:
-                store.forget(event.id)
-                raise
-            if not is_success(response.status_code):
-                store.forget(event.id)
-            return response
+                handled = is_success(response.status_code)
+                return response
+            finally:
+                if not handled:  # raised, returned nothing, or answered non-2xx: let the retry run
+                    store.forget(event.id)
 
         return wrapper
 
