@@ -56,6 +56,7 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     body = response.json()
     assert set(body) == {"error"}, body
     error: dict[str, Any] = body["error"]
+    assert error.pop("requestId") == response.headers["x-request-id"], error
     assert set(error) in ({"code", "message"}, {"code", "message", "details"}), error
     assert error["code"] == code, error
     assert isinstance(error["message"], str)
@@ -487,8 +488,12 @@ async def test_other_company_and_test_mode_get_404_like_a_missing_id(
             absent = await client.request(method, f"{base}/{missing}", json=body, headers=headers)
             error_of(foreign, 404, "NOT_FOUND")
             error_of(absent, 404, "NOT_FOUND")
-            # indistinguishable: the same body but for the id the caller sent
-            assert foreign.text.replace(target, "ID") == absent.text.replace(missing, "ID")
+            # indistinguishable: the same body but for the id the caller sent (and the request's)
+            assert foreign.text.replace(target, "ID").replace(
+                foreign.headers["x-request-id"], "REQUEST"
+            ) == absent.text.replace(missing, "ID").replace(
+                absent.headers["x-request-id"], "REQUEST"
+            )
             assert foreign.headers["content-type"] == absent.headers["content-type"]
     # and A's object is untouched
     after = await client.get(f"{collection}/{target}", headers=account.headers)

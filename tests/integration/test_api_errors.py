@@ -61,6 +61,11 @@ def logged(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return recorder
 
 
+def with_request_id(body: dict[str, Any], response: httpx.Response) -> dict[str, Any]:
+    """``body`` as the response carries it: its error names the request's id."""
+    return {"error": {**body["error"], "requestId": response.headers["x-request-id"]}}
+
+
 def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """The error object, after checking the status and that the body is exactly the envelope."""
     assert response.status_code == status, response.text
@@ -68,6 +73,7 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     body = response.json()
     assert set(body) == {"error"}, body
     error: dict[str, Any] = body["error"]
+    assert error.pop("requestId") == response.headers["x-request-id"], error
     assert set(error) in ({"code", "message"}, {"code", "message", "details"}), error
     assert error["code"] == code, error
     assert isinstance(error["message"], str)
@@ -572,7 +578,7 @@ async def test_500_is_the_bare_envelope_without_a_trace(
         response = await client.request(method, path, json=body, headers=account.headers)
         assert response.status_code == 500
         assert response.headers["content-type"] == "application/json"
-        assert response.json() == INTERNAL
+        assert response.json() == with_request_id(INTERNAL, response)
         for leak in (secret, "Traceback", "RuntimeError", 'File "', ".py"):
             assert leak not in response.text
     # the trace goes to the log instead, once per failure
@@ -591,7 +597,7 @@ async def test_a_database_error_is_500_without_its_text(
     monkeypatch.setattr(customers, "get", fail)
     response = await client.get(f"{CUSTOMERS}/cust_x", headers=account.headers)
     assert response.status_code == 500
-    assert response.json() == INTERNAL
+    assert response.json() == with_request_id(INTERNAL, response)
     assert "relation" not in response.text
 
 

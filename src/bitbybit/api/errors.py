@@ -67,6 +67,9 @@ def envelope(
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
         error["details"] = [{"field": d.field, "message": d.message} for d in details]
+    rid = structlog.contextvars.get_contextvars().get("request_id")
+    if rid is not None:  # bound by the middleware for the request's duration
+        error["requestId"] = rid
     return Response(
         orjson.dumps({"error": error}),
         status_code=status,
@@ -158,9 +161,14 @@ async def _unavailable(request: Request, error: Exception) -> Response:
     return unavailable()
 
 
-async def _internal(request: Request, error: Exception) -> Response:
-    log.exception("internal_error", path=request.url.path, exc_info=error)
+def internal_error(path: str, error: BaseException) -> Response:
+    """500 ``INTERNAL_ERROR``, never the error's text; the trace goes to the log."""
+    log.exception("internal_error", path=path, exc_info=error)
     return envelope(500, "INTERNAL_ERROR", "an internal error occurred; it has been logged")
+
+
+async def _internal(request: Request, error: Exception) -> Response:
+    return internal_error(request.url.path, error)
 
 
 def install(app: FastAPI) -> None:

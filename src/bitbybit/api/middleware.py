@@ -1,19 +1,37 @@
 """One pure-ASGI middleware for what every request needs before routing and after it.
 
+First: the request's id (``X-Request-Id`` as sent when it is a plain token of at most 128
+characters, else a new ``req_…``), bound to every log line the request causes, named in any
+error envelope (``requestId``) and echoed on every response.
 Before: refuse bodies over the limit (413) and bodies that are not JSON (415), counting the bytes
 actually received, not only ``Content-Length`` (bodies are read here, at most the limit).
 After: add the ``RateLimit-*`` headers of the caller's key (set by authentication in
-``scope["state"]``) to whatever response goes out.
+``scope["state"]``) to whatever response goes out, a 500 included: an unexpected exception is
+answered here, in the envelope, not by the server's bare fallback.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bitbybit.api.errors import envelope
+from bitbybit.api.errors import envelope, internal_error
+from bitbybit.ids import new_id
 from bitbybit.services.access import RateState
+
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+"""A client's own request id is kept when it is a token of this shape (no spaces, quotes or
+control characters that would break a log line or a header), else replaced."""
+
+
+def request_id(sent: bytes | None) -> str:
+    if sent is not None and REQUEST_ID.fullmatch(sent):
+        return sent.decode("ascii")
+    return new_id("req")
+
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -51,6 +69,33 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        rid = request_id(headers.get(b"x-request-id"))
+        state: dict[str, Any] = scope.setdefault("state", {})
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                extra = [(b"x-request-id", rid.encode())]
+                rate = state.get("rate")
+                if isinstance(rate, RateState):
+                    extra.extend(rate_headers(rate))
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=rid):
+            try:
+                await self._guarded(scope, receive, send_with_headers, headers)
+            except Exception as error:
+                if started:  # too late for an answer: the server closes the connection
+                    raise
+                response = internal_error(scope["path"], error)
+                await response(scope, receive, send_with_headers)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]
+    ) -> None:
         if scope["method"] in BODY_METHODS and scope["path"].startswith(("/customer", "/whatsapp")):
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
@@ -73,16 +118,7 @@ class Guard:
                 return
             receive = _replay(body, receive)
 
-        state: dict[str, Any] = scope.setdefault("state", {})
-
-        async def send_with_rate(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                rate = state.get("rate")
-                if isinstance(rate, RateState):
-                    message["headers"] = [*message.get("headers", []), *rate_headers(rate)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_rate)
+        await self.app(scope, receive, send)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the limit."""

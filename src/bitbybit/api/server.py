@@ -13,12 +13,14 @@ from types import FrameType
 
 import uvicorn
 
+from bitbybit.logs import adopt_library_loggers
 from bitbybit.stopping import GracefulStop
 
 
 class Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
+        adopt_library_loggers()  # uvicorn's lines in bitbybit's format, not its plain text
         self.stopper = GracefulStop(self._stop)
 
     def _stop(self) -> None:
