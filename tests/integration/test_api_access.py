@@ -903,3 +903,20 @@ async def test_concurrent_duplicates_create_one_object(
     settled = await send()
     assert settled.status_code == 201
     assert settled.content == created[0].content
+
+
+async def test_the_scope_is_checked_before_the_address(
+    platform: Platform, account: Account
+) -> None:
+    """SPEC §2 and the public reference: a key lacking the scope is told so (403
+    ``INSUFFICIENT_SCOPE``) wherever it calls from; only a key with the scope is then told that
+    its address is not allowed (403 ``IP_NOT_ALLOWED``)."""
+    _, reader = await access.create_api_key(
+        platform, account.company.id, scopes=["customers:read"], ip_allowlist=["10.1.0.0/16"]
+    )
+    async with client_for(platform, client_ip="192.0.2.7") as outside:
+        lacking = await outside.post(
+            CUSTOMERS, json={"email": "a@b.co"}, headers=key_headers(reader)
+        )
+        error_of(lacking, 403, "INSUFFICIENT_SCOPE")
+        error_of(await outside.get(CUSTOMERS, headers=key_headers(reader)), 403, "IP_NOT_ALLOWED")

@@ -559,6 +559,7 @@ def assert_internal_error(response: httpx.Response) -> None:
         "error": {
             "code": "INTERNAL_ERROR",
             "message": "an internal error occurred; it has been logged",
+            "requestId": response.headers["x-request-id"],
         }
     }
     assert "outbox is down" not in response.text
@@ -776,3 +777,41 @@ async def test_failed_event_releases_the_idempotency_key(
     events = await all_events(platform, account)
     assert [e.type for e in events] == ["customer.created"]
     assert events[0].payload == compact(api_only_removed(retried.json()["data"], "customer"))
+
+
+async def test_a_put_that_changes_nothing_writes_nothing_and_emits_no_event(
+    client: httpx.AsyncClient, account: Account, platform: Platform, clock: FakeClock
+) -> None:
+    """The same values again (or an empty body): 200 with the resource as it was, its
+    ``updatedAt`` unchanged, and no ``*.updated`` event (receivers would see a change that is
+    not one)."""
+    clock.now = T0
+    customer = await create_customer(client, account)
+    product = await create_product(client, account)
+    order = await client.post(
+        ORDERS, json=order_body(product, customerId=customer["id"]), headers=account.headers
+    )
+    assert order.status_code == 201, order.text
+    created = order.json()["data"]
+    clock.now = T1
+    before = await all_events(platform, account)
+    for path, body, original in (
+        (
+            f"{ORDERS}/{created['id']}",
+            {"status": created["status"], "notes": created["notes"]},
+            created,
+        ),
+        (f"{ORDERS}/{created['id']}", {}, created),
+        (f"{CUSTOMERS}/{customer['id']}", {"firstName": customer["firstName"]}, customer),
+        (f"{PRODUCTS}/{product['id']}", {"name": product["name"]}, product),
+    ):
+        response = await client.put(path, json=body, headers=account.headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["data"] == original, path
+    assert await all_events(platform, account) == before
+    # a real change still is one
+    changed = await client.put(
+        f"{ORDERS}/{created['id']}", json={"notes": "changed"}, headers=account.headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert [e.type for e in await new_events(platform, account, before)] == ["order.updated"]

@@ -321,7 +321,10 @@ async def authenticate(
 
 
 def admit(caller: Caller, client_ip: str | None, scope: str) -> None:
-    """SPEC §2's ladder after authentication: address (403), rate (429), scope (403)."""
+    """SPEC §2's ladder after authentication, as the public reference checks it: scope (403
+    ``INSUFFICIENT_SCOPE``), then address (403 ``IP_NOT_ALLOWED``), then rate (429)."""
+    if scope not in caller.key.scopes:
+        raise AccessDenied(f"this key lacks the {scope} scope")
     if not ip_allowed(caller.key.ip_allowlist, client_ip):
         raise AccessDenied(
             f"requests from {client_ip} are not allowed for this key", code="IP_NOT_ALLOWED"
@@ -331,5 +334,3 @@ def admit(caller: Caller, client_ip: str | None, scope: str) -> None:
             f"rate limit of {caller.rate.limit} requests per minute exceeded",
             retry_after=caller.rate.reset_seconds,
         )
-    if scope not in caller.key.scopes:
-        raise AccessDenied(f"this key lacks the {scope} scope")

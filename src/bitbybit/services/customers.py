@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bitbybit.errors import Conflict, IntegrityViolation, NotFound, ValidationFailed
 from bitbybit.ids import new_id
 from bitbybit.models import JSON, Customer, ListQuery, Page, Tenant
@@ -86,6 +88,7 @@ async def update(
     customer = await tx.get_customer(tenant, customer_id)
     if customer is None:
         raise NotFound(f"no customer {customer_id}")
+    before = replace(customer)
     country = await platform.country_of(tx, tenant.company_id)
     sent = data.model_fields_set
     if "email" in sent:
@@ -104,6 +107,8 @@ async def update(
         customer.tags = list(data.tags or [])
     if "addresses" in sent:
         customer.addresses = _addresses(data.addresses or [], country, customer.addresses)
+    if customer == before:  # nothing changed: nothing written, no event
+        return customer
     customer.updated_at = max(platform.now(), customer.updated_at + 1)
     await _ensure_unique(tx, tenant, customer)
     try:

@@ -158,6 +158,7 @@ async def update(
     order = await tx.get_order(tenant, order_id)
     if order is None:
         raise NotFound(f"no order {order_id}")
+    before = replace(order)
     sent = data.model_fields_set
     for field, attribute in (
         ("status", "status"),
@@ -171,6 +172,8 @@ async def update(
             setattr(order, attribute, value)
     if "notes" in sent:
         order.notes = data.notes
+    if order == before:  # nothing changed: nothing written, no event
+        return order
     order.updated_at = max(platform.now(), order.updated_at + 1)
     await tx.update_order(tenant, order)
     await events.record(tx, tenant, "order.updated", payloads.order(order), order.updated_at)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bitbybit.errors import NotFound
 from bitbybit.ids import new_id
 from bitbybit.models import ListQuery, Page, Product, Tenant, Variant
@@ -61,6 +63,7 @@ async def update(
     product = await tx.get_product(tenant, product_id)
     if product is None:
         raise NotFound(f"no product {product_id}")
+    before = replace(product)
     sent = data.model_fields_set
     if "name" in sent and data.name is not None:
         product.name = data.name
@@ -76,6 +79,8 @@ async def update(
         product.media = data.media
     if "variants" in sent and data.variants is not None:
         product.variants = _variants(data.variants)
+    if product == before:  # nothing changed: nothing written, no event
+        return product
     product.updated_at = max(platform.now(), product.updated_at + 1)
     await tx.update_product(tenant, product)
     await events.record(
