@@ -143,5 +143,5 @@ async def search(platform: Platform, tenant: Tenant, query: ListQuery) -> Page:
     for source in query.filters.get("source", ()):
         if source not in SOURCES:
             raise ValidationFailed.field("source", f"unknown source {source!r}")
-    async with platform.store.read() as tx:
+    async with platform.store.read(snapshot=True) as tx:
         return await tx.list_customers(tenant, query)

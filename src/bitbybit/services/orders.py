@@ -189,5 +189,5 @@ async def get(platform: Platform, tenant: Tenant, order_id: str) -> Order:
 
 
 async def search(platform: Platform, tenant: Tenant, query: ListQuery) -> Page:
-    async with platform.store.read() as tx:
+    async with platform.store.read(snapshot=True) as tx:
         return await tx.list_orders(tenant, query)

@@ -106,5 +106,5 @@ async def get(platform: Platform, tenant: Tenant, product_id: str) -> Product:
 
 
 async def search(platform: Platform, tenant: Tenant, query: ListQuery) -> Page:
-    async with platform.store.read() as tx:
+    async with platform.store.read(snapshot=True) as tx:
         return await tx.list_products(tenant, query)

@@ -202,7 +202,7 @@ async def send_test(
 
 
 async def list_events(platform: Platform, tenant: Tenant, query: ListQuery) -> Page:
-    async with platform.store.read() as tx:
+    async with platform.store.read(snapshot=True) as tx:
         return await tx.list_events(tenant, query)
 
 
@@ -265,7 +265,7 @@ async def list_deliveries(
     page: int,
     limit: int,
 ) -> Page:
-    async with platform.store.read() as tx:
+    async with platform.store.read(snapshot=True) as tx:
         await _endpoint(tx, tenant, endpoint_id)
         return await tx.list_deliveries(
             tenant, endpoint_id=endpoint_id, statuses=statuses, page=page, limit=limit

@@ -356,8 +356,10 @@ class Store(Protocol):
         """
         ...
 
-    def read(self) -> AbstractAsyncContextManager[Tx]:
-        """A read-only view; never writes."""
+    def read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[Tx]:
+        """A read-only view; never writes. With ``snapshot`` every statement sees the same
+        instant (a list's ``total`` and its rows agree); without it PostgreSQL runs each
+        statement on its own (one round trip fewer each way), SQLite gives a snapshot anyway."""
         ...
 
     async def ping(self, within: float) -> None:

@@ -184,6 +184,7 @@ LISTEN_RETRY_MOST = 5.0
 """Seconds between attempts to listen again after the listening connection was lost."""
 BEGIN = "BEGIN"
 BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit TO OFF"
+BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # Data-modifying CTEs always run; the DELETE forgets the key's past windows.
 _COUNT_KEY_REQUEST = f"""
 WITH key AS (SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1),
@@ -615,8 +616,21 @@ class PostgresStore:
     def write(self, *, durable: bool = True) -> AbstractAsyncContextManager[PostgresTx]:
         return self._transaction(readonly=False, durable=durable)
 
-    def read(self) -> AbstractAsyncContextManager[PostgresTx]:
-        return self._transaction(readonly=True)
+    def read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[PostgresTx]:
+        return self._snapshot() if snapshot else self._transaction(readonly=True)
+
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[PostgresTx]:
+        pool = self.pool
+        driver = await self._acquire(pool)
+        try:
+            await driver.execute(BEGIN_SNAPSHOT)
+            try:
+                yield PostgresTx(driver)
+            finally:
+                await self._roll_back(driver)  # read only: nothing to commit
+        finally:
+            await self._release(pool, driver)
 
     @asynccontextmanager
     async def _step(self) -> AsyncIterator[PostgresTx]:

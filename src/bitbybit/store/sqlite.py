@@ -343,8 +343,8 @@ class SQLiteStore:
         # WAL with synchronous=NORMAL already commits without waiting for the disk.
         return self._transaction(write=True)
 
-    def read(self) -> AbstractAsyncContextManager[SQLiteTx]:
-        return self._transaction(write=False)
+    def read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[SQLiteTx]:
+        return self._transaction(write=False)  # a read transaction is a snapshot in WAL mode
 
     async def ping(self, within: float) -> None:
         try:
