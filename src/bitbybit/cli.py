@@ -1,7 +1,11 @@
 """The ``bitbybit`` command: thin wrappers that parse options and call the services.
 
-Every option also reads ``BITBYBIT_<NAME>``; output meant for scripts is one value per line, or
-JSON with ``--json``.
+Options that configure a run read an environment variable: the shared ones (the database, the
+company) ``BITBYBIT_<NAME>``, a command's own ones ``BITBYBIT_<COMMAND>_<NAME>`` (``listen``'s port
+is ``BITBYBIT_LISTEN_PORT``), so exporting one command's setting never moves another command.
+Output meant for scripts is one value per line (a list: one tab-separated row per line), or one
+JSON document with ``--json``. Every error is one ``error: …`` line on standard error and a
+non-zero exit: 1 when the command could not do its work, 2 when it was called wrongly.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer.models import CommandFunctionType
 
+import bitbybit
 from bitbybit.config import Settings
 from bitbybit.errors import BitbybitError, NotFound
 from bitbybit.runtime import Platform
@@ -24,41 +32,130 @@ from bitbybit.stopping import GracefulStop
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from typer._click.core import Context as ClickContext
+    from typer._click.core import Parameter
 
+    from bitbybit.models import ApiKey, Mode, Tenant
     from bitbybit.store import Tx
 
 T = TypeVar("T")
 M = TypeVar("M", bound="BaseModel")
 
-app = typer.Typer(
+
+# -- help text without type tags ---------------------------------------------------------------
+#
+# Typer (≥ 0.25) prints a type tag beside every option in --help (``--test <bool>``,
+# ``--allow-ip <list[str]>``). These classes show what a user types instead: a flag bare, a value
+# by its metavar (``--company ID``), an argument by its name.
+
+
+class _HelpOption(TyperOption):
+    def display_type_rich(self, ctx: ClickContext) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return self.metavar or (self.name or "value").upper()
+
+
+class _HelpArgument(TyperArgument):
+    def display_type_rich(self, ctx: ClickContext) -> str | None:
+        return None
+
+
+def _plain(params: list[Parameter]) -> list[Parameter]:
+    """``params`` shown as ``_HelpOption``/``_HelpArgument`` (same objects: Typer builds them
+    itself and has no hook to choose their class)."""
+    for param in params:
+        if type(param) is TyperOption:
+            param.__class__ = _HelpOption
+        elif type(param) is TyperArgument:
+            param.__class__ = _HelpArgument
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: ClickContext) -> list[Parameter]:
+        return _plain(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: ClickContext) -> list[Parameter]:
+        return _plain(super().get_params(ctx))
+
+
+class _Typer(typer.Typer):
+    """A command group whose help shows options without type tags."""
+
+    def __init__(self, *, help: str, **options: Any) -> None:
+        super().__init__(
+            cls=_Group,
+            help=help,
+            no_args_is_help=True,
+            rich_markup_mode="markdown",  # docstrings wrap as paragraphs, ``code`` shows as code
+            pretty_exceptions_show_locals=False,  # locals hold tokens and secrets
+            **options,
+        )
+
+    def command(
+        self, *args: Any, **options: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        return super().command(*args, cls=_Command, **options)
+
+
+app = _Typer(
     name="bitbybit",
     help="Open API, signed webhooks and WhatsApp messaging for commerce.",
-    no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
 )
-companies_app = typer.Typer(help="Companies (tenants).", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
-endpoints_app = typer.Typer(help="Webhook endpoints.", no_args_is_help=True)
-app.add_typer(companies_app, name="companies")
-app.add_typer(keys_app, name="keys")
-app.add_typer(endpoints_app, name="endpoints")
-secrets_app = typer.Typer(
-    help="The secret key that encrypts webhook signing secrets.", no_args_is_help=True
-)
-app.add_typer(secrets_app, name="secrets")
-messages_app = typer.Typer(help="WhatsApp messages.", no_args_is_help=True)
-templates_app = typer.Typer(help="WhatsApp message templates.", no_args_is_help=True)
-tickets_app = typer.Typer(help="Agent tickets on customers.", no_args_is_help=True)
-whatsapp_app = typer.Typer(help="WhatsApp Business numbers (Cloud API).", no_args_is_help=True)
-app.add_typer(messages_app, name="messages")
-app.add_typer(templates_app, name="templates")
-app.add_typer(tickets_app, name="tickets")
-app.add_typer(whatsapp_app, name="whatsapp")
+companies_app = _Typer(help="Companies (tenants).")
+keys_app = _Typer(help="API keys.")
+endpoints_app = _Typer(help="Webhook endpoints.")
+events_app = _Typer(help="Events (what the webhooks carry).")
+deliveries_app = _Typer(help="Deliveries of events to webhook endpoints.")
+secrets_app = _Typer(help="The secret key that encrypts webhook signing secrets.")
+messages_app = _Typer(help="WhatsApp messages.")
+templates_app = _Typer(help="WhatsApp message templates.")
+tickets_app = _Typer(help="Agent tickets on customers.")
+whatsapp_app = _Typer(help="WhatsApp Business numbers (Cloud API).")
+for group, group_name in (
+    (companies_app, "companies"),
+    (keys_app, "keys"),
+    (endpoints_app, "endpoints"),
+    (events_app, "events"),
+    (deliveries_app, "deliveries"),
+    (secrets_app, "secrets"),
+    (messages_app, "messages"),
+    (templates_app, "templates"),
+    (tickets_app, "tickets"),
+    (whatsapp_app, "whatsapp"),
+):
+    app.add_typer(group, name=group_name)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bitbybit {bitbybit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Open API, signed webhooks and WhatsApp messaging for commerce."""
+
 
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
-        "--database-url", envvar="BITBYBIT_DATABASE_URL", help="sqlite:///… or postgresql://…"
+        "--database-url",
+        envvar="BITBYBIT_DATABASE_URL",
+        metavar="URL",
+        help="sqlite:///… or postgresql://…",
     ),
 ]
 Concurrency = Annotated[
@@ -66,13 +163,23 @@ Concurrency = Annotated[
     typer.Option(
         "--concurrency",
         envvar="BITBYBIT_CONCURRENCY",
+        metavar="N",
         min=0,
         help="Delivery attempts in flight at once (0: no worker in this process)",
     ),
 ]
-JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of plain lines")]
-Company = Annotated[str, typer.Option("--company", help="Company id (comp_…)")]
+JsonOutput = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document instead of plain lines")
+]
+Company = Annotated[
+    str,
+    typer.Option("--company", envvar="BITBYBIT_COMPANY", metavar="ID", help="Company id (comp_…)"),
+]
 TestMode = Annotated[bool, typer.Option("--test", help="In test mode")]
+PageNumber = Annotated[
+    int, typer.Option("--page", metavar="N", min=1, max=1_000_000, help="Page number, from 1")
+]
+Limit = Annotated[int, typer.Option("--limit", metavar="N", min=1, max=100, help="Rows per page")]
 
 
 META_CALLBACK_PATH = "/whatsapp/webhooks/meta"
@@ -127,11 +234,12 @@ def _run(
 
 
 def _print(values: dict[str, Any], as_json: bool) -> None:
+    """One object: its values one per line (``-`` for none), or with ``--json`` one JSON object."""
     if as_json:
         typer.echo(orjson.dumps(values).decode())
     else:
         for value in values.values():
-            typer.echo(value)
+            typer.echo("-" if value is None else value)
 
 
 def _rows(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -162,10 +270,36 @@ async def _company_exists(tx: Tx, company_id: str) -> None:
         raise NotFound(f"no company {company_id}")
 
 
+def _tenant(company_id: str, test: bool) -> Tenant:
+    from bitbybit.models import Tenant
+
+    mode: Mode = "test" if test else "live"
+    return Tenant(company_id, mode)
+
+
+def _in_company(
+    database_url: str | None, company_id: str, work: Callable[[Platform], Awaitable[T]]
+) -> T:
+    """``_run(work)`` once the company is known to exist: a mistyped company id is an error,
+    never an empty list or a silent no-op."""
+
+    async def checked(platform: Platform) -> T:
+        async with platform.store.read() as tx:
+            await _company_exists(tx, company_id)
+        return await work(platform)
+
+    return _run(database_url, checked)
+
+
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(envvar="BITBYBIT_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="BITBYBIT_PORT")] = 8000,
+    host: Annotated[
+        str,
+        typer.Option(envvar="BITBYBIT_HOST", metavar="HOST", help="Address to listen on"),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="BITBYBIT_PORT", metavar="PORT", help="Port to listen on")
+    ] = 8000,
     concurrency: Concurrency = 256,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -218,9 +352,12 @@ def worker(concurrency: Concurrency = 256, database_url: DatabaseUrl = None) -> 
 
 
 @app.command()
-def migrate(database_url: DatabaseUrl = None) -> None:
-    """Create or upgrade the schema."""
+def migrate(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
+    """Create or upgrade the schema; prints the migrations it applied."""
     applied = _run(database_url, lambda platform: platform.migrate(), migrate=False)
+    if as_json:
+        _print({"applied": applied}, as_json)
+        return
     for name in applied:
         typer.echo(f"applied {name}")
     if not applied:
@@ -229,8 +366,10 @@ def migrate(database_url: DatabaseUrl = None) -> None:
 
 @companies_app.command("create")
 def companies_create(
-    name: str,
-    country: Annotated[str, typer.Option(help="ISO country for local phone numbers")] = "ID",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The company's name")],
+    country: Annotated[
+        str, typer.Option(metavar="CC", help="ISO country for local phone numbers")
+    ] = "ID",
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
@@ -239,19 +378,50 @@ def companies_create(
     _print({"id": company.id}, as_json)
 
 
+@companies_app.command("list")
+def companies_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
+    """List every company, oldest first: id, name, country and creation time, tab-separated."""
+    from bitbybit.clock import iso
+    from bitbybit.services.operators import list_companies
+
+    found = _run(database_url, list_companies)
+    _rows(
+        [
+            {"id": c.id, "name": c.name, "country": c.country, "createdAt": iso(c.created_at)}
+            for c in found
+        ],
+        as_json,
+    )
+
+
+KeyId = Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (key_…)")]
+
+
+def _key_created(key: ApiKey, raw: str, as_json: bool) -> None:
+    """The key once on standard output (``KEY=$(bitbybit keys create …)``), its id beside it:
+    in the JSON object, or as a ``key id: key_…`` line on standard error."""
+    if as_json:
+        _print({"key": raw, "id": key.id}, as_json)
+    else:
+        typer.echo(raw)
+        typer.echo(f"key id: {key.id}", err=True)
+
+
 @keys_app.command("create")
 def keys_create(
-    company: Annotated[str, typer.Option("--company", help="Company id (comp_…)")],
-    scopes: Annotated[str, typer.Option(help="'all' or a comma list")] = "all",
+    company: Company,
+    scopes: Annotated[str, typer.Option(metavar="SCOPES", help="'all' or a comma list")] = "all",
     test: Annotated[bool, typer.Option("--test", help="A test-mode key (bbb_test_…)")] = False,
     allow_ip: Annotated[
-        list[str] | None, typer.Option("--allow-ip", help="Allowed address or CIDR; repeatable")
+        list[str] | None,
+        typer.Option("--allow-ip", metavar="CIDR", help="Allowed address or CIDR; repeatable"),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
+    name: Annotated[str | None, typer.Option(metavar="TEXT", help="A label for the key")] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
-    """Create an API key; prints the key once (only its hash is stored)."""
+    """Create an API key; prints the key once (only its hash is stored), and its id (which
+    ``keys rotate`` and ``keys revoke`` take) on standard error, or both with ``--json``."""
     key, raw = _run(
         database_url,
         lambda platform: access.create_api_key(
@@ -263,18 +433,21 @@ def keys_create(
             name=name,
         ),
     )
-    _print({"key": raw, "id": key.id} if as_json else {"key": raw}, as_json)
+    _key_created(key, raw, as_json)
 
 
 @keys_app.command("rotate")
-def keys_rotate(key_id: str, database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
-    """Issue a successor key; the old one keeps working for 24 hours."""
+def keys_rotate(
+    key_id: KeyId, database_url: DatabaseUrl = None, as_json: JsonOutput = False
+) -> None:
+    """Issue a successor key (printed like ``keys create``); the old one keeps working for
+    24 hours."""
     key, raw = _run(database_url, lambda platform: access.rotate_api_key(platform, key_id))
-    _print({"key": raw, "id": key.id} if as_json else {"key": raw}, as_json)
+    _key_created(key, raw, as_json)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, database_url: DatabaseUrl = None) -> None:
+def keys_revoke(key_id: KeyId, database_url: DatabaseUrl = None) -> None:
     """Revoke a key at once."""
     _run(database_url, lambda platform: access.revoke_api_key(platform, key_id))
     typer.echo(f"revoked {key_id}")
@@ -282,39 +455,43 @@ def keys_revoke(key_id: str, database_url: DatabaseUrl = None) -> None:
 
 @keys_app.command("list")
 def keys_list(
-    company: Annotated[str, typer.Option("--company")],
-    database_url: DatabaseUrl = None,
-    as_json: JsonOutput = False,
+    company: Company, database_url: DatabaseUrl = None, as_json: JsonOutput = False
 ) -> None:
-    """List a company's keys (prefixes only)."""
+    """List a company's keys: id, prefix, mode, scopes and state (active, expiring or revoked),
+    tab-separated. Never the keys themselves."""
 
-    async def work(platform: Platform) -> list[Any]:
+    async def work(platform: Platform) -> list[ApiKey]:
         async with platform.store.read() as tx:
             return await tx.list_api_keys(company)
 
-    for key in _run(database_url, work):
-        values = {
+    rows = [
+        {
             "id": key.id,
             "prefix": key.prefix,
             "mode": key.mode,
             "scopes": ",".join(sorted(key.scopes)),
             "state": "revoked" if key.revoked_at else ("expiring" if key.expires_at else "active"),
         }
-        if as_json:
-            typer.echo(orjson.dumps(values).decode())
-        else:
-            typer.echo("\t".join(str(v) for v in values.values()))
+        for key in _in_company(database_url, company, work)
+    ]
+    _rows(rows, as_json)
+
+
+EndpointId = Annotated[str, typer.Argument(metavar="ENDPOINT_ID", help="The endpoint's id (we_…)")]
 
 
 @endpoints_app.command("create")
 def endpoints_create(
-    company: Annotated[str, typer.Option("--company", help="Company id (comp_…)")],
-    url: Annotated[str, typer.Option("--url", help="Where to POST events (https://…)")],
+    company: Company,
+    url: Annotated[
+        str, typer.Option("--url", metavar="URL", help="Where to POST events (https://…)")
+    ],
     events: Annotated[
-        str | None, typer.Option("--events", help="Comma list of event types (default: all)")
+        str | None,
+        typer.Option("--events", metavar="TYPES", help="Comma list of event types (default: all)"),
     ] = None,
     test: Annotated[bool, typer.Option("--test", help="Receive test-mode events")] = False,
-    description: Annotated[str | None, typer.Option(help="A label")] = None,
+    description: Annotated[str | None, typer.Option(metavar="TEXT", help="A label")] = None,
     multi_signature: Annotated[
         bool, typer.Option("--multi-signature", help="Sign with both secrets while rotating")
     ] = False,
@@ -322,35 +499,313 @@ def endpoints_create(
     as_json: JsonOutput = False,
 ) -> None:
     """Create a webhook endpoint; prints its id and its signing secret (shown once)."""
-    from pydantic import ValidationError
-
-    from bitbybit.models import Tenant
     from bitbybit.schemas import EndpointCreate
     from bitbybit.services import webhooks
 
-    try:
-        data = EndpointCreate(
-            url=url,
-            events=[e.strip() for e in events.split(",") if e.strip()] if events else None,  # type: ignore[misc]  # validated by the schema
-            description=description,
-            multiSignature=multi_signature,
-        )
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
-        )
-        typer.echo(f"error: {problems}", err=True)
-        raise typer.Exit(1) from None
-    tenant = Tenant(company, "test" if test else "live")
-
-    async def work(platform: Platform) -> tuple[Any, str]:
-        async with platform.store.read() as tx:
-            if await tx.get_company(company) is None:
-                raise NotFound(f"no company {company}")
-        return await webhooks.create_endpoint(platform, tenant, data)
-
-    endpoint, secret = _run(database_url, work)
+    data = _parsed(
+        EndpointCreate,
+        url=url,
+        events=[e.strip() for e in events.split(",") if e.strip()] if events else None,
+        description=description,
+        multiSignature=multi_signature,
+    )
+    tenant = _tenant(company, test)
+    endpoint, secret = _in_company(
+        database_url, company, lambda platform: webhooks.create_endpoint(platform, tenant, data)
+    )
     _print({"id": endpoint.id, "secret": secret}, as_json)
+
+
+@endpoints_app.command("list")
+def endpoints_list(
+    company: Company,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """List a company's endpoints: id, URL, status and event types (``*``: all), tab-separated
+    (``--json``: the endpoints as the API shows them). Never their secrets."""
+    from bitbybit.services import payloads, webhooks
+
+    tenant = _tenant(company, test)
+
+    async def work(platform: Platform) -> list[dict[str, Any]]:
+        now = platform.now()
+        return [
+            payloads.endpoint(endpoint, now)
+            for endpoint in await webhooks.list_endpoints(platform, tenant)
+        ]
+
+    shown = _in_company(database_url, company, work)
+    if as_json:
+        _rows(shown, as_json)
+    else:
+        _rows(
+            [
+                {
+                    "id": e["id"],
+                    "url": e["url"],
+                    "status": e["status"],
+                    "events": ",".join(e["events"]),
+                }
+                for e in shown
+            ],
+            as_json,
+        )
+
+
+@endpoints_app.command("delete")
+def endpoints_delete(
+    endpoint_id: EndpointId,
+    company: Company,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete an endpoint (its pending deliveries are dropped with it)."""
+    from bitbybit.services import webhooks
+
+    tenant = _tenant(company, test)
+    _in_company(
+        database_url,
+        company,
+        lambda platform: webhooks.delete_endpoint(platform, tenant, endpoint_id),
+    )
+    typer.echo(f"deleted {endpoint_id}")
+
+
+@endpoints_app.command("rotate-secret")
+def endpoints_rotate_secret(
+    endpoint_id: EndpointId,
+    company: Company,
+    grace_hours: Annotated[
+        float,
+        typer.Option(
+            "--grace-hours",
+            metavar="HOURS",
+            min=0,
+            max=24 * 7,
+            help="How long the old secret keeps signing (0: the new one signs at once)",
+        ),
+    ] = 24,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Give an endpoint a new signing secret; prints the endpoint's id, the new secret (shown
+    once) and when it starts signing. Until then the old secret signs (with
+    ``--multi-signature`` on the endpoint, both do), so receivers can switch without a gap."""
+    from bitbybit.clock import iso
+    from bitbybit.services import webhooks
+
+    tenant = _tenant(company, test)
+    endpoint, secret = _in_company(
+        database_url,
+        company,
+        lambda platform: webhooks.rotate_secret(platform, tenant, endpoint_id, grace_hours),
+    )
+    effective = endpoint.next_secret_at or endpoint.updated_at
+    _print({"id": endpoint.id, "secret": secret, "effectiveAt": iso(effective)}, as_json)
+
+
+@endpoints_app.command("test")
+def endpoints_test(
+    endpoint_id: EndpointId,
+    company: Company,
+    event: Annotated[
+        str,
+        typer.Option("--event", metavar="TYPE", help="The event type of the signed sample to send"),
+    ] = "customer.created",
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Send a signed sample event to an endpoint now (nothing is stored); prints the sample's
+    event id, the status code the endpoint answered and how long it took. Exits 1 when the
+    endpoint did not answer 2xx."""
+    from bitbybit.schemas import TestSend
+    from bitbybit.services import payloads, webhooks
+
+    event_type = _parsed(TestSend, eventType=event).eventType
+    tenant = _tenant(company, test)
+    attempt = _in_company(
+        database_url,
+        company,
+        lambda platform: webhooks.send_test(platform, tenant, endpoint_id, event_type),
+    )
+    sent = attempt.result
+    if as_json:
+        _print(
+            {
+                "eventId": attempt.event_id,
+                "eventType": attempt.event_type,
+                "succeeded": sent.succeeded,
+                "statusCode": sent.status_code,
+                "latencyMs": sent.latency_ms,
+                "error": sent.error,
+                "responseBody": payloads.response_text(sent.response_body),
+            },
+            as_json,
+        )
+    else:
+        _print(
+            {
+                "eventId": attempt.event_id,
+                "statusCode": sent.status_code,
+                "latency": f"{sent.latency_ms} ms",
+            },
+            as_json,
+        )
+    if not sent.succeeded:
+        if sent.status_code is not None:
+            problem = f"the endpoint answered {sent.status_code}"
+        else:
+            problem = f"the endpoint did not answer: {sent.error or 'no response'}"
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
+
+
+# -- events and deliveries --------------------------------------------------------------------
+
+
+def _time_option(name: str, value: str | None) -> tuple[str, ...]:
+    """An ISO-8601 option as the store's filter (milliseconds), or nothing when not given."""
+    from bitbybit.clock import parse_iso
+
+    if value is None:
+        return ()
+    try:
+        return (str(parse_iso(value)),)
+    except ValueError:
+        typer.echo(
+            f"error: {name}: {value!r} is not an ISO-8601 time such as 2024-01-15T10:30:00Z",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+@events_app.command("list")
+def events_list(
+    company: Company,
+    event_type: Annotated[
+        str | None, typer.Option("--type", metavar="TYPE", help="Only events of this type")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="TIME", help="Only events from then on (ISO-8601)"),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", metavar="TIME", help="Only events until then (ISO-8601)"),
+    ] = None,
+    page: PageNumber = 1,
+    limit: Limit = 20,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """List a company's events, newest first: id, type and time, tab-separated (``--json``:
+    the events with their payloads, as the API shows them)."""
+    from bitbybit.models import ListQuery
+    from bitbybit.services import payloads, webhooks
+    from bitbybit.services.events import EVENT_TYPES
+
+    if event_type is not None and event_type not in EVENT_TYPES:
+        typer.echo(
+            f"error: type: unknown event type {event_type!r}; use one of {', '.join(EVENT_TYPES)}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    filters = {
+        "type": (event_type,) if event_type else (),
+        "since": _time_option("since", since),
+        "until": _time_option("until", until),
+    }
+    query = ListQuery(page=page, limit=limit, filters={k: v for k, v in filters.items() if v})
+    tenant = _tenant(company, test)
+    found = _in_company(
+        database_url, company, lambda platform: webhooks.list_events(platform, tenant, query)
+    )
+    shown = [payloads.event(event) for event in found.items]
+    if as_json:
+        _rows(shown, as_json)
+    else:
+        _rows([{k: e[k] for k in ("id", "type", "createdAt")} for e in shown], as_json)
+
+
+DELIVERY_COLUMNS = ("id", "status", "eventType", "eventId", "endpointId", "attemptCount")
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    company: Company,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", metavar="ID", help="Only deliveries to this endpoint (we_…)"),
+    ] = None,
+    event: Annotated[
+        str | None,
+        typer.Option("--event", metavar="ID", help="Only deliveries of this event (evt_…)"),
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", metavar="STATUSES", help="Comma list of pending, succeeded, failed, held"
+        ),
+    ] = None,
+    page: PageNumber = 1,
+    limit: Limit = 20,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """List a company's deliveries, newest first: id, status, event type, event id, endpoint id
+    and attempts so far, tab-separated (``--json``: the deliveries as the API shows them)."""
+    from bitbybit.services import payloads
+    from bitbybit.services.operators import list_deliveries
+
+    statuses = tuple(part.strip() for part in (status or "").split(",") if part.strip())
+    tenant = _tenant(company, test)
+    found = _run(
+        database_url,
+        lambda platform: list_deliveries(
+            platform,
+            tenant,
+            endpoint_id=endpoint,
+            event_id=event,
+            statuses=statuses,
+            page=page,
+            limit=limit,
+        ),
+    )
+    shown = [payloads.delivery(delivery) for delivery in found.items]
+    if as_json:
+        _rows(shown, as_json)
+    else:
+        _rows([{k: d[k] for k in DELIVERY_COLUMNS} for d in shown], as_json)
+
+
+@deliveries_app.command("retry")
+def deliveries_retry(
+    delivery_id: Annotated[
+        str, typer.Argument(metavar="DELIVERY_ID", help="The delivery's id (dlv_…)")
+    ],
+    company: Company,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Send a delivery again (a new series of attempts, made by a running ``serve`` or
+    ``worker``); prints its id and status (``--json``: the delivery as the API shows it)."""
+    from bitbybit.services import payloads, webhooks
+
+    tenant = _tenant(company, test)
+    delivery = _in_company(
+        database_url,
+        company,
+        lambda platform: webhooks.retry_delivery(platform, tenant, delivery_id),
+    )
+    shown = payloads.delivery(delivery)
+    _print(shown if as_json else {"id": shown["id"], "status": shown["status"]}, as_json)
 
 
 @messages_app.command("inject")
@@ -359,20 +814,21 @@ def messages_inject(
     sender: Annotated[
         str,
         typer.Option(
-            "--from", help="The customer's number; local numbers use the company's country"
+            "--from",
+            metavar="PHONE",
+            help="The customer's number; local numbers use the company's country",
         ),
     ],
-    body: Annotated[str, typer.Option("--body", help="The message's text")],
+    body: Annotated[str, typer.Option("--body", metavar="TEXT", help="The message's text")],
     test: TestMode = False,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
     """Receive a simulated inbound message from the sandbox, as if the customer had written:
     emits customer.created (for a new number) and message.received; prints the message id."""
-    from bitbybit.models import Tenant
     from bitbybit.services.messages import Inbound, receive
 
-    tenant = Tenant(company, "test" if test else "live")
+    tenant = _tenant(company, test)
 
     async def work(platform: Platform) -> Any:
         async def run(tx: Tx) -> Any:
@@ -392,19 +848,26 @@ def messages_inject(
 @templates_app.command("create")
 def templates_create(
     company: Company,
-    name: Annotated[str, typer.Option("--name", help="Lower-case letters, digits and _")],
-    body: Annotated[str, typer.Option("--body", help="The text, with {{1}}, {{2}}… placeholders")],
-    source: Annotated[str, typer.Option("--source", help="CRM or AUTH")] = "CRM",
-    language: Annotated[str, typer.Option("--language", help="Language code")] = "en",
+    name: Annotated[
+        str, typer.Option("--name", metavar="NAME", help="Lower-case letters, digits and _")
+    ],
+    body: Annotated[
+        str,
+        typer.Option("--body", metavar="TEXT", help="The text, with {{1}}, {{2}}… placeholders"),
+    ],
+    source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="CRM or AUTH")] = "CRM",
+    language: Annotated[
+        str, typer.Option("--language", metavar="CODE", help="Language code")
+    ] = "en",
     header_media_url: Annotated[
-        str | None, typer.Option("--header-media-url", help="A header image (https://…)")
+        str | None,
+        typer.Option("--header-media-url", metavar="URL", help="A header image (https://…)"),
     ] = None,
     test: TestMode = False,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
     """Create a message template; prints its name."""
-    from bitbybit.models import Tenant
     from bitbybit.schemas import TemplateCreate
     from bitbybit.services import templates
 
@@ -416,7 +879,7 @@ def templates_create(
         body=body,
         headerMediaUrl=header_media_url,
     )
-    tenant = Tenant(company, "test" if test else "live")
+    tenant = _tenant(company, test)
 
     async def work(platform: Platform) -> Any:
         async def run(tx: Tx) -> Any:
@@ -438,10 +901,9 @@ def templates_list(
 ) -> None:
     """List a company's templates: name, source, parameter count and language, tab-separated
     (``--json``: the templates as the API shows them)."""
-    from bitbybit.models import Tenant
     from bitbybit.services import templates
 
-    tenant = Tenant(company, "test" if test else "live")
+    tenant = _tenant(company, test)
 
     async def work(platform: Platform) -> list[Any]:
         found: list[Any] = []
@@ -476,17 +938,16 @@ def templates_list(
 @tickets_app.command("open")
 def tickets_open(
     company: Company,
-    customer: Annotated[str, typer.Option("--customer", help="Customer id (cust_…)")],
+    customer: Annotated[str, typer.Option("--customer", metavar="ID", help="Customer id (cust_…)")],
     test: TestMode = False,
     database_url: DatabaseUrl = None,
     as_json: JsonOutput = False,
 ) -> None:
     """Open an agent ticket on a customer (automated sends are refused while it is open);
     prints its id."""
-    from bitbybit.models import Tenant
     from bitbybit.services import tickets
 
-    tenant = Tenant(company, "test" if test else "live")
+    tenant = _tenant(company, test)
 
     async def work(platform: Platform) -> Any:
         async def run(tx: Tx) -> Any:
@@ -501,16 +962,15 @@ def tickets_open(
 
 @tickets_app.command("close")
 def tickets_close(
-    ticket_id: str,
+    ticket_id: Annotated[str, typer.Argument(metavar="TICKET_ID", help="The ticket's id (tkt_…)")],
     company: Company,
     test: TestMode = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Close a ticket (closing a closed one changes nothing)."""
-    from bitbybit.models import Tenant
     from bitbybit.services import tickets
 
-    tenant = Tenant(company, "test" if test else "live")
+    tenant = _tenant(company, test)
 
     async def work(platform: Platform) -> Any:
         async def run(tx: Tx) -> Any:
@@ -527,13 +987,15 @@ def tickets_close(
 def whatsapp_connect(
     company: Company,
     phone_number_id: Annotated[
-        str, typer.Option("--phone-number-id", help="Meta's numeric id of the number")
+        str,
+        typer.Option("--phone-number-id", metavar="ID", help="Meta's numeric id of the number"),
     ],
     access_token: Annotated[
         str,
         typer.Option(
             "--access-token",
             envvar="BITBYBIT_WHATSAPP_ACCESS_TOKEN",
+            metavar="TOKEN",
             help="A system user's token (better from the variable than typed here)",
         ),
     ],
@@ -542,6 +1004,7 @@ def whatsapp_connect(
         typer.Option(
             "--app-secret",
             envvar="BITBYBIT_WHATSAPP_APP_SECRET",
+            metavar="SECRET",
             help="The Meta app's secret, which signs its callbacks",
         ),
     ],
@@ -550,11 +1013,13 @@ def whatsapp_connect(
         typer.Option(
             "--verify-token",
             envvar="BITBYBIT_WHATSAPP_VERIFY_TOKEN",
+            metavar="TOKEN",
             help="What you enter as the callback's verify token in Meta's app settings",
         ),
     ],
     waba_id: Annotated[
-        str | None, typer.Option("--waba-id", help="The WhatsApp Business Account id")
+        str | None,
+        typer.Option("--waba-id", metavar="ID", help="The WhatsApp Business Account id"),
     ] = None,
     coex: Annotated[
         bool,
@@ -565,7 +1030,9 @@ def whatsapp_connect(
     pace: Annotated[
         float | None,
         typer.Option(
-            "--pace", help="Messages a second (default BITBYBIT_WHATSAPP_PACE or _COEX_PACE)"
+            "--pace",
+            metavar="RATE",
+            help="Messages a second (default BITBYBIT_WHATSAPP_PACE or _COEX_PACE)",
         ),
     ] = None,
     database_url: DatabaseUrl = None,
@@ -634,18 +1101,46 @@ def listen(
         list[str],
         typer.Option(
             "--secret",
-            envvar="BITBYBIT_SECRET",
+            envvar="BITBYBIT_LISTEN_SECRET",
+            metavar="SECRET",
             help="Signing secret (whsec_…); repeat during a rotation",
         ),
     ],
-    port: Annotated[int, typer.Option(envvar="BITBYBIT_PORT")] = 8765,
-    host: Annotated[str, typer.Option(envvar="BITBYBIT_HOST")] = "127.0.0.1",
-    tolerance: Annotated[float, typer.Option(envvar="BITBYBIT_TOLERANCE", min=1)] = 300,
+    port: Annotated[
+        int,
+        typer.Option(
+            envvar="BITBYBIT_LISTEN_PORT",
+            metavar="PORT",
+            min=0,
+            max=65535,
+            help="Port to listen on",
+        ),
+    ] = 8765,
+    host: Annotated[
+        str,
+        typer.Option(envvar="BITBYBIT_LISTEN_HOST", metavar="HOST", help="Address to listen on"),
+    ] = "127.0.0.1",
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            envvar="BITBYBIT_LISTEN_TOLERANCE",
+            metavar="SECONDS",
+            min=1,
+            help="How old a delivery's timestamp may be",
+        ),
+    ] = 300,
 ) -> None:
-    """Receive webhooks locally: verify each delivery and print it (400 with the reason if not)."""
+    """Receive webhooks locally: verify each delivery and print it (400 with the reason if not).
+
+    Its options read their own variables (BITBYBIT_LISTEN_PORT, …), never the server's
+    BITBYBIT_PORT, so a shell set up for ``serve`` does not move the listener."""
     from bitbybit.webhooks.listen import make_server, rich_printer
 
-    server = make_server(host, port, secret, rich_printer(), tolerance)
+    try:
+        server = make_server(host, port, secret, rich_printer(), tolerance)
+    except OSError as error:
+        typer.echo(f"error: cannot listen on {host}:{port}: {error.strerror or error}", err=True)
+        raise typer.Exit(1) from None
     bound_host, bound_port = server.server_address[:2]
     typer.echo(f"listening on http://{bound_host!s}:{bound_port}", err=True)
     try:
@@ -658,13 +1153,17 @@ def listen(
 
 @app.command()
 def trigger(
-    event: Annotated[str, typer.Argument(help="Event type, e.g. customer.created")],
-    company: Annotated[str, typer.Option("--company", help="Company id (comp_…)")],
+    event: Annotated[
+        str, typer.Argument(metavar="EVENT", help="Event type, e.g. customer.created")
+    ],
+    company: Company,
     test: Annotated[bool, typer.Option("--test", help="Make the change in test mode")] = False,
     wait: Annotated[
         float,
         typer.Option(
             "--wait",
+            envvar="BITBYBIT_TRIGGER_WAIT",
+            metavar="SECONDS",
             min=0,
             help="message.status.updated: seconds to wait for a serve or worker to send",
         ),
@@ -678,11 +1177,10 @@ def trigger(
     message.received: a message from a sample number. message.status.updated: that message and
     a reply to it; its statuses are written when a running `bitbybit serve` or `worker` sends
     the reply, so this waits for the first (exit 1, printing the reply's id, if none comes)."""
-    from bitbybit.models import Tenant
     from bitbybit.services.trigger import NotSentYet
     from bitbybit.services.trigger import trigger as make_change
 
-    tenant = Tenant(company, "test" if test else "live")
+    tenant = _tenant(company, test)
     made = _run(database_url, lambda platform: make_change(platform, tenant, event, wait=wait))
     if isinstance(made, NotSentYet):
         _print({"messageId": made.message_id}, as_json)
@@ -746,11 +1244,30 @@ def secrets_rotate(
 
 
 def main() -> None:
+    """Run the command; every error ends as one ``error: …`` line on standard error."""
     from bitbybit.logs import configure_logging
 
-    configure_logging()  # JSON lines on stderr: stdout is for values scripts read
     try:
-        app()
+        configure_logging()  # one format on stderr: stdout is for values scripts read
+    except ValueError as error:  # BITBYBIT_LOG_FORMAT mistyped
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    try:
+        status = app(prog_name="bitbybit", standalone_mode=False)
+    except NoArgsIsHelpError as error:  # a group called bare: its help, as Click shows it
+        error.show()
+        sys.exit(error.exit_code)
+    except UsageError as error:  # bad usage: Click's message on one line, not its panel
+        where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+        typer.echo(f"error: {error.format_message()}{where}", err=True)
+        sys.exit(error.exit_code)
+    except ClickException as error:
+        typer.echo(f"error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
     except BitbybitError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -50,6 +50,12 @@ class AccountsSql:
             return None
         return Company(row["id"], row["name"], row["country"], row["created_at"])
 
+    async def list_companies(self) -> list[Company]:
+        rows = await self.db.fetch(
+            "SELECT id, name, country, created_at FROM companies ORDER BY created_at, id"
+        )
+        return [Company(row["id"], row["name"], row["country"], row["created_at"]) for row in rows]
+
     async def insert_api_key(self, key: ApiKey, key_hash: str) -> None:
         await self.db.execute(
             "INSERT INTO api_keys (id, company_id, mode, key_hash, prefix, scopes, ip_allowlist,"
