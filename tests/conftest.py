@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
@@ -197,4 +197,4 @@ def private_targets() -> Iterator[None]:
 
 
 def with_settings(platform: Platform, **changes: object) -> Platform:
-    return Platform(platform.store, replace(platform.settings, **changes))  # type: ignore[arg-type]
+    return Platform(platform.store, platform.settings.replace(**changes))

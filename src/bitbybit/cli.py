@@ -15,6 +15,7 @@ import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
@@ -24,8 +25,8 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
 
 import bitbybit
-from bitbybit.config import Settings
-from bitbybit.errors import BitbybitError, NotFound
+from bitbybit.config import DEFAULT_DATABASE_URL, Settings
+from bitbybit.errors import BitbybitError, ConfigurationError, NotFound
 from bitbybit.runtime import Platform
 from bitbybit.services import access
 from bitbybit.stopping import GracefulStop
@@ -186,10 +187,52 @@ META_CALLBACK_PATH = "/whatsapp/webhooks/meta"
 """Where Meta posts a connected number's messages and statuses (``api/routes/meta.py``)."""
 
 
+DEFAULTS = Settings()
+"""The options' defaults, from the one configuration object (``serve``'s host, port, …)."""
+
+
 def _settings(database_url: str | None) -> Settings:
     if database_url:
         return Settings.from_env(database_url=database_url)
     return Settings.from_env()
+
+
+def _sqlite_file(settings: Settings) -> Path | None:
+    """The absolute path of a SQLite database, or ``None`` on PostgreSQL."""
+    from bitbybit.store.sqlite import database_path
+
+    if not settings.database_url.startswith("sqlite:"):
+        return None
+    return Path(database_path(settings.database_url)).resolve()
+
+
+def _log_database(settings: Settings) -> None:
+    """Say on stderr which database this process uses: a SQLite file by its absolute path."""
+    import structlog
+
+    from bitbybit.config import masked
+
+    path = _sqlite_file(settings)
+    where = str(path) if path is not None else masked("database_url", settings.database_url)
+    structlog.get_logger("bitbybit.cli").info("database", database=where)
+
+
+def _refuse_a_stray_database(settings: Settings) -> None:
+    """Only ``serve`` and ``migrate`` create a database at the default location.
+
+    The default, ``sqlite:///./bitbybit.db``, is relative to the current directory: another
+    command run elsewhere would otherwise make a second, empty database there and report
+    success against it (docs/operations.md, "Which database a command opens"). A database
+    named on purpose (the variable or ``--database-url``) is created wherever it says."""
+    path = _sqlite_file(settings)
+    if settings.origin("database_url") != "default" or path is None or path.exists():
+        return
+    raise ConfigurationError(
+        f"no database at {path}: BITBYBIT_DATABASE_URL is not set and its default,"
+        f" {DEFAULT_DATABASE_URL}, is relative to the current directory; set"
+        " BITBYBIT_DATABASE_URL to the database `bitbybit serve` uses (e.g."
+        " sqlite:////srv/bitbybit/bitbybit.db), or run `bitbybit migrate` here to create one"
+    )
 
 
 def _freeze_startup_objects() -> None:
@@ -206,15 +249,20 @@ def _run(
     *,
     migrate: bool = True,
     fast_loop: bool = False,
+    creates: bool = False,
 ) -> T:
     """Open the platform (migrated), run ``work``, close; domain errors print and exit 1.
 
     ``fast_loop`` runs on uvloop (as ``serve`` does through uvicorn): the delivery worker spends
-    most of its time in the event loop's networking.
+    most of its time in the event loop's networking. Without ``creates`` (``serve``,
+    ``migrate``), a database missing at the default location is refused, not created.
     """
 
     async def main() -> T:
-        platform = Platform.from_settings(_settings(database_url))
+        settings = _settings(database_url)
+        if not creates:
+            _refuse_a_stray_database(settings)
+        platform = Platform.from_settings(settings)
         await platform.open(migrate=migrate)
         try:
             return await work(platform)
@@ -296,11 +344,11 @@ def serve(
     host: Annotated[
         str,
         typer.Option(envvar="BITBYBIT_HOST", metavar="HOST", help="Address to listen on"),
-    ] = "127.0.0.1",
+    ] = DEFAULTS.host,
     port: Annotated[
         int, typer.Option(envvar="BITBYBIT_PORT", metavar="PORT", help="Port to listen on")
-    ] = 8000,
-    concurrency: Concurrency = 256,
+    ] = DEFAULTS.port,
+    concurrency: Concurrency = DEFAULTS.concurrency,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Migrate if needed, then run the API, the dashboard and a delivery worker."""
@@ -310,7 +358,8 @@ def serve(
     from bitbybit.api.server import Server
 
     settings = _settings(database_url)
-    _run(database_url, lambda platform: platform.migrate(), migrate=False)
+    _run(database_url, lambda platform: platform.migrate(), migrate=False, creates=True)
+    _log_database(settings)
     app = create_app(settings, worker_concurrency=concurrency)
     config = uvicorn.Config(
         app,
@@ -331,7 +380,9 @@ def serve(
 
 
 @app.command()
-def worker(concurrency: Concurrency = 256, database_url: DatabaseUrl = None) -> None:
+def worker(
+    concurrency: Concurrency = DEFAULTS.concurrency, database_url: DatabaseUrl = None
+) -> None:
     """Run delivery workers only, until SIGINT or SIGTERM (in-flight attempts then finish and
     are recorded; a second signal exits at once)."""
     from bitbybit.channels import delivery_worker
@@ -354,7 +405,7 @@ def worker(concurrency: Concurrency = 256, database_url: DatabaseUrl = None) -> 
 @app.command()
 def migrate(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> None:
     """Create or upgrade the schema; prints the migrations it applied."""
-    applied = _run(database_url, lambda platform: platform.migrate(), migrate=False)
+    applied = _run(database_url, lambda platform: platform.migrate(), migrate=False, creates=True)
     if as_json:
         _print({"applied": applied}, as_json)
         return
@@ -362,6 +413,49 @@ def migrate(database_url: DatabaseUrl = None, as_json: JsonOutput = False) -> No
         typer.echo(f"applied {name}")
     if not applied:
         typer.echo("schema is up to date")
+
+
+@app.command("config")
+def show_config(
+    as_json: JsonOutput = False,
+    markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="Print the table of every variable, as docs/operations.md"),
+    ] = False,
+    write_doc: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-doc",
+            metavar="FILE",
+            help="Rewrite the settings table between FILE's markers (docs/operations.md)",
+        ),
+    ] = None,
+) -> None:
+    """Print the effective settings: each variable, its value and where it came from
+    (environment or default), tab-separated; secrets are masked. A bad value is an error, so
+    this also checks a configuration before a start."""
+    from bitbybit.config import as_text, effective, settings_table, with_table
+
+    if write_doc is not None:
+        try:
+            write_doc.write_text(with_table(write_doc.read_text(encoding="utf-8")), "utf-8")
+        except OSError as error:
+            raise ConfigurationError(f"cannot rewrite {write_doc}: {error.strerror}") from None
+        return
+    if markdown:
+        typer.echo(settings_table(), nl=False)
+        return
+    settings = Settings.from_env()
+    rows = effective(settings)
+    database = _sqlite_file(settings)
+    if as_json:
+        found = {"settings": rows, "databaseFile": None if database is None else str(database)}
+        typer.echo(orjson.dumps(found).decode())
+        return
+    _rows([{**row, "value": as_text(row["value"]) or None} for row in rows], as_json=False)
+    if database is not None:
+        state = "" if database.exists() else " (does not exist yet)"
+        typer.echo(f"database file: {database}{state}", err=True)
 
 
 @companies_app.command("create")

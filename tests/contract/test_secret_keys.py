@@ -7,8 +7,6 @@ the API changed meanwhile.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from bitbybit.errors import ConfigurationError
@@ -29,8 +27,7 @@ def keyed(platform: Platform, secret_key: str) -> Platform:
     """The same store, seen by a process configured with ``secret_key``."""
     return Platform(
         platform.store,
-        replace(
-            platform.settings,
+        platform.settings.replace(
             secret_key=secret_key,
             allow_private_targets=True,
             allow_http_targets=True,

@@ -176,7 +176,7 @@ async def test_undecryptable_secret_is_retried_and_never_suspends(
     async with receiver() as hook:
         endpoint_id, _ = await endpoint_for(fast, account, hook.url)
         tenant = Tenant(account.company.id, "live")
-        wrong = Platform(fast.store, Settings(**{**_fields(fast.settings), "secret_key": "other"}))
+        wrong = Platform(fast.store, fast.settings.replace(secret_key="other"))
 
         async def make(tx: Tx) -> None:
             for n in range(4):  # more exhausted events than it takes to suspend
@@ -196,10 +196,6 @@ async def test_undecryptable_secret_is_retried_and_never_suspends(
         endpoint = await webhooks.get_endpoint(fast, tenant, endpoint_id)
         assert endpoint.status == "active"
         assert hook.received == []
-
-
-def _fields(settings: Settings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
 
 
 # -- graceful stop with real processes ----------------------------------------------------------

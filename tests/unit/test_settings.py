@@ -16,13 +16,25 @@ from bitbybit.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_RETRY_SCHEDULE,
     Settings,
+    as_text,
+    effective,
+    environment_fields,
+    masked,
     parse_address,
     parse_retry_schedule,
+    settings_table,
+    variable_of,
 )
 from bitbybit.errors import ConfigurationError
+from bitbybit.logs import log_format
+from tests.conftest import FakeClock
 
 VARIABLES = {
     "BITBYBIT_DATABASE_URL",
+    "BITBYBIT_HOST",
+    "BITBYBIT_PORT",
+    "BITBYBIT_CONCURRENCY",
+    "BITBYBIT_LOG_FORMAT",
     "BITBYBIT_RATE_LIMIT",
     "BITBYBIT_MAX_BODY_BYTES",
     "BITBYBIT_RETRY_SCHEDULE",
@@ -49,6 +61,7 @@ WHOLE_NUMBERS = {
     "BITBYBIT_RATE_LIMIT": ("rate_limit", 100),
     "BITBYBIT_MAX_BODY_BYTES": ("max_body_bytes", 1024 * 1024),
     "BITBYBIT_AUTH_FAILURE_LIMIT": ("auth_failure_limit", 20),
+    "BITBYBIT_PORT": ("port", 8000),
 }
 SECONDS = {
     "BITBYBIT_DELIVERY_TIMEOUT": ("delivery_timeout", 30.0),
@@ -272,8 +285,8 @@ def test_a_negative_delay_is_refused_by_name(raw: str) -> None:
 
 def test_settings_are_frozen() -> None:
     settings = Settings()
-    with pytest.raises(AttributeError):
-        settings.rate_limit = 5  # type: ignore[misc]  # the point: it cannot be assigned
+    with pytest.raises(AttributeError, match=r"settings\.replace"):
+        settings.rate_limit = 5  # the point: it cannot be assigned
 
 
 # messaging -------------------------------------------------------------------------------------
@@ -300,3 +313,161 @@ def test_graph_url_loses_its_trailing_slash_and_the_pair_interval_may_be_zero() 
     assert settings.whatsapp_pair_interval == 0.0
     assert "zero or more" in refusal({"BITBYBIT_WHATSAPP_PAIR_INTERVAL": "-1"})
     assert "zero or more" in refusal({"BITBYBIT_WHATSAPP_PAIR_INTERVAL": "inf"})
+
+
+# the server's own options ----------------------------------------------------------------------
+
+
+def test_serve_and_worker_options_have_variables_too() -> None:
+    settings = Settings.from_env(
+        {"BITBYBIT_HOST": "0.0.0.0", "BITBYBIT_PORT": "9000", "BITBYBIT_CONCURRENCY": "0"}  # noqa: S104  # parsed, not bound
+    )
+    assert (settings.host, settings.port, settings.concurrency) == ("0.0.0.0", 9000, 0)  # noqa: S104
+    assert refusal({"BITBYBIT_PORT": "65536"}) == (
+        "BITBYBIT_PORT must be a port from 1 to 65535, got 65536"
+    )
+    assert refusal({"BITBYBIT_CONCURRENCY": "-1"}) == (
+        "BITBYBIT_CONCURRENCY must be zero or more, got -1"
+    )
+
+
+def test_the_log_format_is_refused_in_the_words_the_logger_uses() -> None:
+    assert Settings.from_env({"BITBYBIT_LOG_FORMAT": "console"}).log_format == "console"
+    assert Settings.from_env({}).log_format is None  # the terminal decides
+    assert refusal({"BITBYBIT_LOG_FORMAT": "xml"}) == (
+        "BITBYBIT_LOG_FORMAT must be json or console, not 'xml'"
+    )
+    with pytest.raises(ValueError, match="BITBYBIT_LOG_FORMAT must be json or console, not 'xml'"):
+        log_format({"BITBYBIT_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "enabled"])
+def test_a_flag_that_is_neither_yes_nor_no_is_refused(raw: str) -> None:
+    message = refusal({"BITBYBIT_ALLOW_HTTP_TARGETS": raw})
+    assert message == (
+        f"BITBYBIT_ALLOW_HTTP_TARGETS must be 1, true, yes or on (or 0, false, no, off),"
+        f" got {raw!r}"
+    )
+
+
+# construction, copies and equality -------------------------------------------------------------
+
+
+def test_the_constructor_never_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build ``Settings(...)`` and expect exactly what they wrote, whatever the shell."""
+    monkeypatch.setenv("BITBYBIT_RATE_LIMIT", "7")
+    monkeypatch.setenv("BITBYBIT_ALLOW_PRIVATE_TARGETS", "1")
+    settings = Settings(secret_key="k")
+    assert (settings.rate_limit, settings.allow_private_targets) == (100, False)
+
+
+def test_constructor_values_are_validated_like_the_environments() -> None:
+    with pytest.raises(ConfigurationError, match=r"^BITBYBIT_RATE_LIMIT must be positive, got 0$"):
+        Settings(rate_limit=0)
+    with pytest.raises(ConfigurationError, match=r"^BITBYBIT_MAX_BODY_BYTES: .*integer"):
+        Settings(max_body_bytes=1.5)  # type: ignore[arg-type]  # the point: a wrong type
+    with pytest.raises(ConfigurationError, match=r"^nonsense: "):
+        Settings(nonsense=1)  # type: ignore[call-arg]  # the point: no such setting
+
+
+def test_replace_copies_with_changes_validated_and_origins_kept() -> None:
+    clock = FakeClock()
+    settings = Settings.from_env({"BITBYBIT_RATE_LIMIT": "7"}, clock=clock)
+    copy = settings.replace(secret_key="other", allow_http_targets=True)
+    assert (copy.rate_limit, copy.secret_key, copy.allow_http_targets) == (7, "other", True)
+    assert copy.clock is clock
+    assert settings.secret_key is None  # the original is untouched
+    assert copy.origin("rate_limit") == "environment"
+    assert copy.origin("max_body_bytes") == "default"
+    with pytest.raises(ConfigurationError, match="BITBYBIT_DELIVERY_TIMEOUT must be positive"):
+        settings.replace(delivery_timeout=0)
+
+
+def test_equality_ignores_the_clock_as_before() -> None:
+    assert Settings(clock=FakeClock()) == Settings()
+    assert Settings(rate_limit=5) != Settings()
+    assert hash(Settings(clock=FakeClock())) == hash(Settings())
+
+
+def test_origin_says_environment_only_for_variables_with_a_value() -> None:
+    settings = Settings.from_env(
+        {"BITBYBIT_RATE_LIMIT": "7", "BITBYBIT_CHANNEL": "", "BITBYBIT_RETRY_SCHEDULE": ""}
+    )
+    assert settings.origin("rate_limit") == "environment"
+    assert settings.origin("channel") == "default"  # set but empty: the default
+    assert settings.origin("retry_schedule") == "environment"  # empty: no retries, on purpose
+    assert settings.origin("max_body_bytes") == "default"
+
+
+# the one source: every variable documented, its default spelled as the variable takes it ----
+
+
+def test_every_variable_is_a_field_with_one_line_of_documentation() -> None:
+    fields = environment_fields()
+    assert {variable_of(name) for name in fields} == VARIABLES
+    for name, field in fields.items():
+        assert field.description, name
+        assert "\n" not in field.description, name
+    assert "clock" not in fields
+    assert "default_country" not in fields
+
+
+@pytest.mark.parametrize("name", sorted(environment_fields()))
+def test_each_default_read_back_from_its_variable_is_the_default(name: str) -> None:
+    """``config`` prints values as the variables spell them: pasted back, they mean the same."""
+    default = Settings.model_fields[name].default
+    if default is None:
+        return  # unset is the only spelling of none
+    assert getattr(Settings.from_env({variable_of(name): as_text(default)}), name) == default
+
+
+def test_the_table_lists_every_variable_in_order() -> None:
+    table = settings_table().splitlines()
+    assert table[:2] == ["| variable | default | meaning |", "|---|---|---|"]
+    assert [row.split(" | ")[0].strip("| `") for row in table[2:]] == [
+        variable_of(name) for name in environment_fields()
+    ]
+    assert "| `BITBYBIT_RATE_LIMIT` | `100` | requests per minute" in settings_table()
+    assert "| `BITBYBIT_ALLOW_HTTP_TARGETS` | off |" in settings_table()
+    assert "| `BITBYBIT_SECRET_KEY` | none |" in settings_table()
+
+
+# what ``bitbybit config`` prints --------------------------------------------------------------
+
+
+def test_effective_settings_mask_secrets_and_passwords() -> None:
+    settings = Settings.from_env(
+        {
+            "BITBYBIT_SECRET_KEY": "first key,second key",
+            "BITBYBIT_DATABASE_URL": "postgresql://bitbybit:s3cr3t@db:5432/bitbybit",
+            "BITBYBIT_GRAPH_URL": "https://user:token@graph.example?password=hunter2&x=1",
+        }
+    )
+    rows = {row["variable"]: row for row in effective(settings)}
+    assert rows["BITBYBIT_SECRET_KEY"] == {
+        "variable": "BITBYBIT_SECRET_KEY",
+        "value": "****",
+        "source": "environment",
+    }
+    assert rows["BITBYBIT_DATABASE_URL"]["value"] == "postgresql://bitbybit:****@db:5432/bitbybit"
+    assert rows["BITBYBIT_GRAPH_URL"]["value"] == (
+        "https://user:****@graph.example?password=****&x=1"
+    )
+    assert rows["BITBYBIT_RATE_LIMIT"] == {
+        "variable": "BITBYBIT_RATE_LIMIT",
+        "value": 100,
+        "source": "default",
+    }
+    assert list(rows) == [variable_of(name) for name in environment_fields()]
+    printed = repr(effective(settings))
+    assert "s3cr3t" not in printed
+    assert "first key" not in printed
+    assert "hunter2" not in printed
+
+
+def test_an_unset_secret_key_is_shown_as_none_not_masked() -> None:
+    rows = {row["variable"]: row for row in effective(Settings.from_env({}))}
+    assert rows["BITBYBIT_SECRET_KEY"]["value"] is None
+    assert masked("database_url", "postgresql://bitbybit@db/bitbybit") == (
+        "postgresql://bitbybit@db/bitbybit"
+    )

@@ -48,7 +48,7 @@ class ChangedStore({store}):
     def write(self, *, durable: bool = True) -> AbstractAsyncContextManager[ChangedTx]:
         raise NotImplementedError
 
-    def read(self) -> AbstractAsyncContextManager[ChangedTx]:
+    def read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[ChangedTx]:
         raise NotImplementedError
 
 
