@@ -74,8 +74,8 @@ def api_only_removed(data: dict[str, Any], kind: str) -> dict[str, Any]:
         assert list(data)[-1] == "notes"
         del data["notes"]
         for item in data["lineItems"]:
-            assert list(item)[-1] == "productVariantId"
-            del item["productVariantId"]
+            assert list(item)[-2:] == ["productVariantId", "productVariant"]
+            del item["productVariantId"], item["productVariant"]
     return data
 
 

@@ -692,6 +692,7 @@ async def test_order_pricing_numbering_and_titles(
                 "price": 19.99,
                 "title": "Premium T-Shirt - XL",
                 "productVariantId": shirt["variants"][1]["id"],
+                "productVariant": shirt["variants"][1],
             },
             {
                 "id": items[1]["id"],
@@ -699,6 +700,7 @@ async def test_order_pricing_numbering_and_titles(
                 "price": 75000,
                 "title": "Premium T-Shirt",
                 "productVariantId": shirt["variants"][0]["id"],
+                "productVariant": shirt["variants"][0],
             },
         ],
         "shippingAddress": {
@@ -1081,3 +1083,67 @@ async def test_product_update_refuses_null_for_what_a_product_must_keep(
     assert field in response.json()["error"]["message"]
     unchanged = await client.get(f"{PRODUCTS}/{product['id']}", headers=account.headers)
     assert unchanged.json()["data"] == product
+
+
+async def test_an_order_customer_with_names_alone_is_reached_at_the_shipping_phone(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    """The public reference requires the buyer's names, not a contact: names alone are taken,
+    and the buyer is found or created by the shipping address's phone."""
+    shirt, _ = await make_catalogue(client, account)
+    base = {"lineItems": [line(shirt, 0, 1)], "shippingAddress": SHIPPING}
+    first = await post(
+        client,
+        ORDERS,
+        {**base, "customer": {"firstName": "Rina", "lastName": "W"}},
+        account.headers,
+    )
+    buyer = first["customer"]
+    assert (buyer["firstName"], buyer["lastName"], buyer["email"]) == ("Rina", "W", None)
+    assert buyer["phoneNumber"] == normalised_shipping_phone()
+    again = await post(
+        client,
+        ORDERS,
+        {**base, "customer": {"firstName": "Rina", "lastName": "W"}},
+        account.headers,
+    )
+    assert again["customer"]["id"] == buyer["id"]  # found by that phone, not created twice
+
+
+def normalised_shipping_phone() -> str:
+    digits = "".join(ch for ch in SHIPPING["phone"] if ch.isdigit())
+    return "+62" + digits.removeprefix("0").removeprefix("62")
+
+
+async def test_order_lines_nest_their_variant_as_sold(
+    client: httpx.AsyncClient, account: Account, clock: FakeClock
+) -> None:
+    """Each line of an order in the API carries ``productVariant {id, key, price,
+    compareAtPrice, inventorySku, media}`` as the variant was when the order was made; the
+    events keep their SPEC shape (``{id, quantity, price, title}``)."""
+    shirt, john = await make_catalogue(client, account)
+    order = await post(
+        client,
+        ORDERS,
+        {
+            "lineItems": [line(shirt, 0, 1), line(shirt, 1, 2)],
+            "shippingAddress": SHIPPING,
+            "customerId": john["id"],
+        },
+        account.headers,
+    )
+    sold = [shirt["variants"][0], shirt["variants"][1]]
+    assert [item["productVariant"] for item in order["lineItems"]] == sold
+    assert [item["productVariantId"] for item in order["lineItems"]] == [v["id"] for v in sold]
+    assert set(sold[0]) == {"id", "key", "price", "compareAtPrice", "inventorySku", "media"}
+    clock.advance(1000)
+    repriced = await client.put(
+        f"{PRODUCTS}/{shirt['id']}",
+        json={"variants": [{"title": "Default", "price": 1}]},
+        headers=account.headers,
+    )
+    assert repriced.status_code == 200, repriced.text
+    fetched = await get_json(client, f"{ORDERS}/{order['id']}", account.headers)
+    assert [item["productVariant"] for item in fetched["data"]["lineItems"]] == sold
+    listed = await get_json(client, ORDERS, account.headers)
+    assert listed["data"][0]["lineItems"] == order["lineItems"]

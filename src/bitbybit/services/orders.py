@@ -60,7 +60,12 @@ async def _customer(
             raise ValidationFailed.field("customerId", f"no customer {data.customerId}")
         return found
     given: OrderCustomerIn = data.customer  # type: ignore[assignment]  # the schema checks one is set
-    phone = normalise(given.phone, country, "customer.phone") if given.phone else None
+    if given.phone:
+        phone: str | None = normalise(given.phone, country, "customer.phone")
+    elif given.email:
+        phone = None
+    else:  # names alone: the buyer is reached at the shipping address's phone
+        phone = normalise(data.shippingAddress.phone, country, "shippingAddress.phone")
     found = await tx.find_customer(tenant, phone_number=phone) if phone else None
     if found is None and given.email:
         found = await tx.find_customer(tenant, email=given.email)
@@ -107,6 +112,7 @@ async def insert(platform: Platform, tx: Tx, tenant: Tenant, data: OrderCreate) 
                 "quantity": item.quantity,
                 "priceCents": variant.price_cents,
                 "title": _title(product_name, variant.key),
+                "productVariant": payloads.variant(variant),
             }
         )
     total_cents = sum(item["priceCents"] * item["quantity"] for item in line_items)

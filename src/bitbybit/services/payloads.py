@@ -119,10 +119,13 @@ def order(record: Order) -> JSON:
 
 
 def order_resource(record: Order) -> JSON:
-    """The API's order: the event shape plus notes and each line's variant."""
+    """The API's order: the event shape plus notes and each line's variant, as the public
+    reference nests it (``productVariant``: the variant as it was sold; ``null`` for orders made
+    before variants were kept with their lines)."""
     data = order(record)
     for shown, item in zip(data["lineItems"], record.line_items, strict=True):
         shown["productVariantId"] = item.get("productVariantId")
+        shown["productVariant"] = item.get("productVariant")
     data["notes"] = record.notes
     return data
 
