@@ -130,24 +130,46 @@ class VariantIn(Body):
     media: Json = None
 
 
-class ProductCreate(Body):
+Medias = Annotated[
+    list[Json],
+    Field(
+        max_length=100,
+        description="The product's media as the public reference sends them (a list); kept and "
+        "returned as `media`. Give `media` or `medias`, not both",
+    ),
+]
+
+
+class _TakesMedias(Body):
+    media: Json = None
+    medias: Medias | None = None
+
+    @model_validator(mode="after")
+    def _medias_are_media(self) -> _TakesMedias:
+        if "medias" in self.model_fields_set:
+            if "media" in self.model_fields_set:
+                raise ValueError("give media or medias, not both")
+            self.media = list(self.medias or [])
+            self.model_fields_set.add("media")
+        return self
+
+
+class ProductCreate(_TakesMedias):
     name: Name = Field(min_length=1)
     variants: Annotated[list[VariantIn], Field(min_length=1, max_length=100)]
     description: LongText | None = None
     tags: Tags = []
     types: Tags = []
-    media: Json = None
     status: Literal["active", "draft", "archived"] | None = None
 
 
-class ProductUpdate(Body):
+class ProductUpdate(_TakesMedias):
     name: Name | None = Field(default=None, min_length=1)
     description: LongText | None = None
     tags: Tags | None = None
     types: Tags | None = None
     status: Literal["active", "draft", "archived"] | None = None
     variants: Annotated[list[VariantIn], Field(min_length=1, max_length=100)] | None = None
-    media: Json = None
 
     @model_validator(mode="after")
     def _required_stay_set(self) -> ProductUpdate:

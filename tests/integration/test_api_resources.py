@@ -1147,3 +1147,27 @@ async def test_order_lines_nest_their_variant_as_sold(
     assert [item["productVariant"] for item in fetched["data"]["lineItems"]] == sold
     listed = await get_json(client, ORDERS, account.headers)
     assert listed["data"][0]["lineItems"] == order["lineItems"]
+
+
+async def test_products_take_medias_as_the_public_reference_sends_them(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    medias = [
+        {"url": "https://cdn.example.com/a.jpg", "alt": "front"},
+        "https://cdn.example.com/b.jpg",
+    ]
+    body = {"name": "Mug", "variants": [{"title": "Default", "price": 5}], "medias": medias}
+    created = await post(client, PRODUCTS, body, account.headers)
+    assert created["media"] == medias
+    assert "medias" not in created
+    url = f"{PRODUCTS}/{created['id']}"
+    updated = await client.put(url, json={"medias": []}, headers=account.headers)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["data"]["media"] == []
+    both = await client.post(
+        PRODUCTS, json={**body, "media": "https://cdn.example.com/c.jpg"}, headers=account.headers
+    )
+    assert_validation_error(both, "body")
+    assert "give media or medias, not both" in both.text
+    not_a_list = await client.post(PRODUCTS, json={**body, "medias": "x"}, headers=account.headers)
+    assert_validation_error(not_a_list, "medias")
