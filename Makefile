@@ -16,8 +16,8 @@ serve: $(STAMP)
 	$(BIN)/bitbybit serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/lint-imports --no-logo  # the layering contracts in pyproject.toml
 
 typecheck: $(STAMP)

@@ -38,7 +38,9 @@ def _http_url(value: str) -> str:
 
 
 def _money(value: float) -> float:
-    if abs(value * 100 - round(value * 100)) > 1e-6:
+    # The float nearest the value rounded to cents is the value itself exactly when it was
+    # written with at most two decimals (a tolerance on value * 100 fails for large prices).
+    if round(value, 2) != value:
         raise ValueError("must have at most two decimal places")
     return value
 

@@ -374,23 +374,25 @@ async def test_unknown_route_is_404_in_the_envelope(
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
+    ("method", "path", "allowed"),
     [
-        ("PATCH", CUSTOMERS),
-        ("PUT", CUSTOMERS),
-        ("DELETE", PRODUCTS),
-        ("POST", f"{CUSTOMERS}/cust_x"),
-        ("PATCH", f"{PRODUCTS}/prod_x"),
-        ("DELETE", f"{ORDERS}/order_x"),
-        ("DELETE", alias(f"{ORDERS}/order_x")),
+        ("PATCH", CUSTOMERS, "GET, POST"),
+        ("PUT", CUSTOMERS, "GET, POST"),
+        ("DELETE", PRODUCTS, "GET, POST"),
+        ("POST", f"{CUSTOMERS}/cust_x", "DELETE, GET, PUT"),
+        ("PATCH", f"{PRODUCTS}/prod_x", "DELETE, GET, PUT"),
+        ("DELETE", f"{ORDERS}/order_x", "GET, PUT"),
+        ("DELETE", alias(f"{ORDERS}/order_x"), "GET, PUT"),
+        ("DELETE", "/whatsapp/open/v1/messages/send-template", "POST"),  # not a message id
     ],
 )
-async def test_wrong_method_is_405_in_the_envelope(
-    client: httpx.AsyncClient, account: Account, method: str, path: str
+async def test_wrong_method_is_405_in_the_envelope_naming_every_allowed_method(
+    client: httpx.AsyncClient, account: Account, method: str, path: str, allowed: str
 ) -> None:
     response = await client.request(method, path, json={}, headers=account.headers)
-    error_of(response, 405, "METHOD_NOT_ALLOWED")
-    assert method not in response.headers["allow"]
+    error = error_of(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == allowed
+    assert error["message"] == f"{method} is not allowed here; use {allowed}"
 
 
 # NUL and lone surrogates: 400, never 500 --------------------------------------------------------
@@ -625,7 +627,7 @@ async def test_storage_unavailable_during_authentication_is_503(
     account: Account,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def down() -> Any:
+    def down(*args: Any, **kwargs: Any) -> Any:
         raise StorageUnavailable("the database is busy: database is locked")
 
     monkeypatch.setattr(platform.store, "write", down)

@@ -9,14 +9,13 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
-from starlette.routing import BaseRoute
 
 from bitbybit import __version__
 from bitbybit.api import errors
 from bitbybit.api.middleware import Guard
+from bitbybit.api.openapi import openapi_document
 from bitbybit.api.routes import customers, messages, meta, orders, products, webhooks
 from bitbybit.channels import callbacks, delivery_worker
 from bitbybit.config import Settings
@@ -104,6 +103,15 @@ def create_app(
         for prefix in prefixes:
             app.mount(prefix, family)
     app.include_router(meta.router)
+    app.state.route_methods = errors.route_methods(
+        [
+            (prefix, module.router)
+            for prefixes, modules in families
+            for prefix in prefixes
+            for module in modules
+        ]
+        + [("", meta.router)]
+    )
 
     if settings.metrics_address is None:  # else only on that address: see metrics_server
 
@@ -130,7 +138,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _openapi(app, [*documented.routes, *app.routes])
+            app.openapi_schema = openapi_document(app, [*documented.routes, *app.routes])
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override hook
@@ -154,17 +162,3 @@ async def _delivering(app: FastAPI, platform: Platform, concurrency: int) -> Asy
     finally:
         stop.set()
         await worker
-
-
-def _openapi(app: FastAPI, routes: list[BaseRoute]) -> dict[str, Any]:
-    """FastAPI's document of ``routes``, without its 422 body: validation errors are our 400
-    envelope."""
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=routes
-    )
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            operation.get("responses", {}).pop("422", None)
-    for name in ("HTTPValidationError", "ValidationError"):
-        schema.get("components", {}).get("schemas", {}).pop(name, None)
-    return schema

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from bitbybit.api.deps import check_access
 from bitbybit.delivery.ssrf import TargetRefused
@@ -136,13 +139,47 @@ async def _validation(request: Request, error: Exception) -> Response:
     return envelope(400, "VALIDATION_ERROR", f"invalid request: {summary}", details)
 
 
+RouteMethods = list[tuple[re.Pattern[str], bool, frozenset[str]]]
+
+
+def route_methods(routers: list[tuple[str, APIRouter]]) -> RouteMethods:
+    """Each route's full path pattern (under the prefix it is mounted at), whether the path is
+    literal (no ``{parameter}``), and its methods."""
+    return [
+        (
+            compile_path(prefix + route.path)[0],
+            "{" not in route.path,
+            frozenset(route.methods or ()),
+        )
+        for prefix, router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    ]
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the resource at this path answers, for a 405's ``Allow`` (the router names
+    only the first route it matched). A literal path is its own resource: ``/messages/send``
+    is not also a message id."""
+    table: RouteMethods = getattr(request.app.state, "route_methods", [])
+    path = request.url.path
+    matching = [(literal, ms) for pattern, literal, ms in table if pattern.match(path)]
+    if any(literal for literal, _ in matching):
+        matching = [(literal, ms) for literal, ms in matching if literal]
+    return ", ".join(sorted({m for _, ms in matching for m in ms}))
+
+
 async def _http(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     code = HTTP_CODES.get(error.status_code, "ERROR")
     message = error.detail if isinstance(error.detail, str) else code
+    headers = dict(error.headers or {})
     if error.status_code == 404:
         message = f"no route {request.method} {request.url.path}"
-    return envelope(error.status_code, code, message, headers=error.headers)
+    if error.status_code == 405 and (allowed := allowed_methods(request)):
+        headers["Allow"] = allowed
+        message = f"{request.method} is not allowed here; use {allowed}"
+    return envelope(error.status_code, code, message, headers=headers)
 
 
 def unavailable() -> Response:

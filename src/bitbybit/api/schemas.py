@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic.fields import FieldInfo
+
+from bitbybit.schemas import Phone
 
 
 class ErrorDetail(BaseModel):
@@ -16,6 +20,9 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: list[ErrorDetail] | None = None
+    requestId: str | None = Field(
+        default=None, description="The request's id, as in the `X-Request-Id` response header"
+    )
 
 
 class ErrorEnvelope(BaseModel):
@@ -397,3 +404,191 @@ class TicketList(BaseModel):
 
 class MessageEnvelope(BaseModel):
     data: MessageOut
+
+
+# -- what the request bodies' validators check, declared in the document -----------------------
+#
+# ``bitbybit.schemas`` checks some things in Python (``AfterValidator``s, model validators) that
+# pydantic cannot write into JSON Schema. ``declare_body_checks`` writes them into the document,
+# derived from the models themselves so that the two cannot drift: a string field gets the
+# pattern of what its validators accept, a money field ``multipleOf: 0.01``.
+
+FORBIDDEN = r"\u0000"
+"""NUL, refused in every string (``_storable``; so are lone UTF-16 surrogates, which a JSON
+Schema pattern cannot name portably: most regex engines have no such characters)."""
+TRIMMED = r"\t\n\u000b\u000c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""What ``str_strip_whitespace`` removes from both ends (Unicode ``White_Space``)."""
+TEXT = rf"^[^{FORBIDDEN}]*$"
+NON_BLANK = rf"^[^{FORBIDDEN}]*[^{TRIMMED}{FORBIDDEN}][^{FORBIDDEN}]*$"
+"""A string that is not empty once trimmed (fields with a minimum length)."""
+EMAIL = rf"^[^\s{FORBIDDEN}]+@[^\s@{FORBIDDEN}]*\.[^\s@{FORBIDDEN}]*$"
+"""What ``_email`` accepts: something, ``@``, then a domain with a dot, no whitespace."""
+HTTP_URL = (
+    rf"^(?:[Hh][Tt][Tt][Pp]://[^{FORBIDDEN}]{{2,}}|[Hh][Tt][Tt][Pp][Ss]://[^{FORBIDDEN}]+)"
+    rf"[^\s{FORBIDDEN}]$"
+)
+"""What ``_http_url`` accepts: ``http://`` or ``https://`` (any case), 10 characters at least.
+(Both patterns leave out the whitespace the server trims from either end first.)"""
+PHONE_FORMAT = "phone"
+STRING_CHECKS: dict[str, dict[str, Any]] = {
+    "_email": {
+        "pattern": EMAIL,
+        "description": "An email address: something, `@`, a domain with a dot; no whitespace",
+    },
+    "_http_url": {
+        "pattern": HTTP_URL,
+        "description": "An `http://` or `https://` URL, at least 10 characters",
+    },
+}
+"""Patterns, not ``format: email|uri``: those formats are stricter than what the server
+accepts, so a client that trusted them would refuse values the server keeps."""
+NUMBER_CHECKS: dict[str, dict[str, Any]] = {"_money": {"multipleOf": 0.01}}
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+JSON_VALUE: dict[str, Any] = {
+    "description": (
+        "Any JSON value that `JSON.stringify` writes back byte for byte: integers written "
+        "without a fraction or exponent within ±(2^53−1), no NUL (nor lone surrogates) in "
+        "strings, no object keys that look like array indexes, at most 64 levels deep"
+    ),
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number"},  # JSON Schema cannot tell `1e16` (kept) from `10000000000000000`
+        {"type": "string", "pattern": TEXT},
+        {"type": "array", "items": JSON_VALUE_REF},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": rf"^(?!(?:0|[1-9][0-9]{{0,9}})$)[^{FORBIDDEN}]*$"},
+            "additionalProperties": JSON_VALUE_REF,
+        },
+    ],
+}
+"""What ``_signable`` accepts, declared once as ``components/schemas/JsonValue``."""
+MODEL_CHECKS: dict[str, dict[str, Any]] = {
+    "CustomerCreate": {
+        "anyOf": [
+            {"required": ["email"], "properties": {"email": {"type": "string"}}},
+            {"required": ["phoneNumber"], "properties": {"phoneNumber": {"type": "string"}}},
+        ],
+        "description": "`email` or `phoneNumber` is required.",
+    },
+    "OrderCreate": {
+        "oneOf": [
+            {"required": ["customerId"], "properties": {"customerId": {"type": "string"}}},
+            {"required": ["customer"], "properties": {"customer": {"type": "object"}}},
+        ],
+        "description": (
+            "Either `customerId` (an existing customer) or `customer`, not both. Each "
+            "`productVariantId` must name an existing variant (else 400)."
+        ),
+    },
+    "ProductCreate": {"not": {"required": ["media", "medias"]}},
+    "ProductUpdate": {"not": {"required": ["media", "medias"]}},
+    "MessageSend": {
+        "anyOf": [
+            {"properties": {"message": {"maxLength": 1024}}},
+            {"properties": {"imageUrl": {"type": "null"}}},
+        ],
+        "description": "With `imageUrl`, `message` is its caption: at most 1,024 characters.",
+    },
+}
+NOT_NULL = {"ProductUpdate": ("name", "variants")}
+WEBHOOK_URL = {
+    "pattern": rf"^[{TRIMMED}]*[Hh][Tt][Tt][Pp][Ss]://",
+    "description": (
+        "An https URL of a public host: no credentials, no loopback, private or metadata "
+        "addresses unless the server allows them (`BITBYBIT_ALLOW_HTTP_TARGETS`, "
+        "`BITBYBIT_ALLOW_PRIVATE_TARGETS`); refused with 400 naming the reason"
+    ),
+}
+FIELD_CHECKS: dict[str, dict[str, dict[str, Any]]] = {
+    "EndpointCreate": {"url": WEBHOOK_URL},
+    "EndpointUpdate": {"url": WEBHOOK_URL},
+    "Reactivate": {"recoverSince": {"format": "date-time"}},
+    "Replay": {"endpointId": {"description": "An existing endpoint's id (else 400)"}},
+    "LineItemIn": {"productVariantId": {"description": "An existing variant's id (else 400)"}},
+    "TicketCreate": {"customerId": {"description": "An existing customer's id (else 404)"}},
+}
+"""What a field's own validation does beyond its type, where no validator names it."""
+"""Fields that may be left out but not sent as ``null``."""
+
+
+def declare_body_checks(components: dict[str, Any], models: list[type[BaseModel]]) -> None:
+    """Write into ``components`` what the validators of ``models`` (by name) check."""
+    for model in models:
+        schema = components.get(model.__name__)
+        if schema is None:
+            continue
+        for name, field in model.model_fields.items():
+            found = schema["properties"].get(field.alias or name)
+            if found is not None:
+                _declare(field.annotation, list(field.metadata), found)
+        for name, checks in FIELD_CHECKS.get(model.__name__, {}).items():
+            prop = schema["properties"][name]
+            strings = [kind for kind in prop.get("anyOf", [prop]) if kind.get("type") == "string"]
+            for kind in strings:
+                kind.update(checks)
+        for name in NOT_NULL.get(model.__name__, ()):
+            prop = schema["properties"][name]
+            prop["anyOf"] = [kind for kind in prop["anyOf"] if kind.get("type") != "null"]
+        schema.update(MODEL_CHECKS.get(model.__name__, {}))
+    components["JsonValue"] = JSON_VALUE
+
+
+def _declare(annotation: Any, metadata: list[Any], schema: dict[str, Any]) -> None:
+    """Walk ``annotation`` beside its JSON ``schema`` and add what ``metadata`` checks."""
+    if get_origin(annotation) is Annotated:
+        inner, *extra = get_args(annotation)
+        _declare(inner, [*metadata, *extra], schema)
+        return
+    validators = _validators(metadata)
+    if annotation is str:
+        _declare_string(validators, schema, PHONE_FORMAT if _is_phone(metadata) else None)
+    elif annotation is float:
+        for name in validators:
+            schema.update(NUMBER_CHECKS.get(name, {}))
+    elif annotation is Any and "_signable" in validators:
+        schema.update(JSON_VALUE_REF)
+    elif get_origin(annotation) in (Union, UnionType):
+        branches = [kind for kind in schema.get("anyOf", ()) if kind.get("type") != "null"]
+        options = [arg for arg in get_args(annotation) if arg is not type(None)]
+        for option, branch in zip(options, branches, strict=False):
+            _declare(option, metadata if len(options) == 1 else [], branch)
+    elif get_origin(annotation) is list and "items" in schema:
+        _declare(get_args(annotation)[0], [], schema["items"])
+
+
+def _validators(metadata: list[Any]) -> list[str]:
+    names = []
+    for item in metadata:
+        if isinstance(item, AfterValidator):
+            names.append(getattr(item.func, "__name__", ""))
+        elif isinstance(item, FieldInfo):
+            names.extend(_validators(list(item.metadata)))
+    return names
+
+
+def _is_phone(metadata: list[Any]) -> bool:
+    """Whether the constraints are ``Phone``'s, the one string type that the services parse as
+    a phone number (pydantic keeps a field's constraints, not the alias it was written with)."""
+    return repr(_constraints(metadata)) == repr(_constraints(list(get_args(Phone)[1:])))
+
+
+def _constraints(metadata: list[Any]) -> list[Any]:
+    found = []
+    for item in metadata:
+        found.extend(_constraints(list(item.metadata)) if isinstance(item, FieldInfo) else [item])
+    return found
+
+
+def _declare_string(validators: list[str], schema: dict[str, Any], format_: str | None) -> None:
+    for name in validators:
+        schema.update(STRING_CHECKS.get(name, {}))
+    if "_storable" in validators and "pattern" not in schema:
+        schema["pattern"] = NON_BLANK if schema.get("minLength", 0) > 0 else TEXT
+    if format_ is not None:
+        schema["format"] = format_
+        schema["description"] = (
+            "A phone number that libphonenumber accepts as valid: E.164 (`+62812…`), or a "
+            "national number of the company's country"
+        )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from fastapi.routing import APIRoute
 
 from bitbybit.api.deps import check_access
@@ -67,3 +67,66 @@ DESCRIPTIONS = {
     503: "The database is down, locked or too slow (SERVICE_UNAVAILABLE), see Retry-After",
 }
 WRITE = (409, 413, 415)
+
+
+# -- what the server checks in query parameters, declared in the document only -----------------
+# (``json_schema_extra``, not ``pattern=``: pydantic's own check would change the error messages)
+
+
+def sort_query(sortable: frozenset[str]) -> Any:
+    """``sort``: ``field``, ``field:asc`` or ``field:desc`` (``deps.list_query``)."""
+    fields = sorted(sortable)
+    return Query(
+        description=f"`field:asc|desc` (default `updatedAt:desc`); fields: {', '.join(fields)}",
+        json_schema_extra={"pattern": f"^(?:(?:{'|'.join(fields)})(?::(?:asc|desc)?)?)?$"},
+    )
+
+
+def comma_list_query(allowed: Iterable[str]) -> Any:
+    """A comma-separated list of ``allowed`` values, blanks ignored (``deps.split``)."""
+    values = sorted(allowed)
+    one = rf"\s*(?:(?:{'|'.join(values)})\s*)?"
+    return Query(
+        description=f"Comma list of: {', '.join(values)}",
+        json_schema_extra={"pattern": f"^{one}(?:,{one})*$"},
+    )
+
+
+def one_of_query(allowed: Iterable[str]) -> Any:
+    """Exactly one of ``allowed`` (checked by the service, in its own words)."""
+    values = sorted(allowed)
+    return Query(
+        description=f"One of: {', '.join(values)}",
+        json_schema_extra={"pattern": f"^(?:{'|'.join(values)})$"},
+    )
+
+
+def time_query(description: str, **checks: Any) -> Any:
+    """An ISO-8601 time or date (``clock.parse_iso``); naive values are UTC."""
+    return Query(
+        description=f"{description}; ISO-8601 (`2024-01-15T10:30:00Z`), naive values are UTC",
+        json_schema_extra={"format": "date-time"},
+        **checks,
+    )
+
+
+# -- links: where the id an answer carries can be used next (a stateful client follows them) ---
+
+
+def links(code: int, *targets: dict[str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """The ``code`` response's OpenAPI ``links``, one per operation id in ``targets``."""
+    merged = {}
+    for group in targets:
+        merged.update({name: {"operationId": name, **spec} for name, spec in group.items()})
+    return {code: {"links": merged}}
+
+
+def by_id(pointer: str, parameter: str, *operation_ids: str) -> dict[str, dict[str, Any]]:
+    """Links that fill ``parameter`` of each operation with the answer's ``pointer``."""
+    value = f"$response.body#{pointer}"
+    return {name: {"parameters": {parameter: value}} for name in operation_ids}
+
+
+def in_body(pointer: str, member: str, *operation_ids: str) -> dict[str, dict[str, Any]]:
+    """Links whose request body is ``{member: <the answer's pointer>}``."""
+    return {name: {"requestBody": {member: f"$response.body#{pointer}"}} for name in operation_ids}

@@ -21,7 +21,16 @@ from bitbybit.api.deps import (
     many,
     one,
 )
-from bitbybit.api.routes import WRITE, Route, errors
+from bitbybit.api.routes import (
+    WRITE,
+    Route,
+    by_id,
+    comma_list_query,
+    errors,
+    in_body,
+    links,
+    sort_query,
+)
 from bitbybit.schemas import CustomerCreate, CustomerUpdate
 from bitbybit.services import customers, payloads
 
@@ -29,16 +38,18 @@ router = APIRouter(tags=["customers"], route_class=Route)
 SORTABLE = frozenset({"createdAt", "updatedAt", "firstName", "lastName", "email"})
 
 
-@router.get("/customers", response_model=out.CustomerList, responses=errors())
+@router.get(
+    "/customers", response_model=out.CustomerList, responses=errors(), operation_id="listCustomers"
+)
 async def list_customers(
     platform: PlatformDep,
     who: CustomersRead,
     page: PageNumber = 1,
     limit: Limit = 20,
     search: Search = None,
-    source: Annotated[str | None, Query(description="Comma list: api, dashboard, …")] = None,
+    source: Annotated[str | None, comma_list_query(customers.SOURCES)] = None,
     tags: Annotated[str | None, Query(description="Comma list; any match")] = None,
-    sort: Annotated[str | None, Query(description="field:asc|desc")] = None,
+    sort: Annotated[str | None, sort_query(SORTABLE)] = None,
 ) -> Response:
     query = list_query(page, limit, search, sort, SORTABLE, source=source, tags=tags)
     found = await customers.search(platform, who.tenant, query)
@@ -46,7 +57,19 @@ async def list_customers(
 
 
 @router.post(
-    "/customers", status_code=201, response_model=out.CustomerEnvelope, responses=errors(*WRITE)
+    "/customers",
+    status_code=201,
+    response_model=out.CustomerEnvelope,
+    responses={
+        **errors(*WRITE),
+        **links(
+            201,
+            by_id("/data/id", "customer_id", "getCustomer", "updateCustomer", "deleteCustomer"),
+            by_id("/data/id", "customerId", "listMessages", "listTickets"),
+            in_body("/data/id", "customerId", "openTicket"),
+        ),
+    },
+    operation_id="createCustomer",
 )
 async def create_customer(
     body: CustomerCreate,
@@ -65,7 +88,12 @@ async def create_customer(
     )
 
 
-@router.get("/customers/{customer_id}", response_model=out.CustomerEnvelope, responses=errors(404))
+@router.get(
+    "/customers/{customer_id}",
+    response_model=out.CustomerEnvelope,
+    responses=errors(404),
+    operation_id="getCustomer",
+)
 async def get_customer(customer_id: str, platform: PlatformDep, who: CustomersRead) -> Response:
     return one(payloads.customer_resource(await customers.get(platform, who.tenant, customer_id)))
 
@@ -74,6 +102,7 @@ async def get_customer(customer_id: str, platform: PlatformDep, who: CustomersRe
     "/customers/{customer_id}",
     response_model=out.CustomerEnvelope,
     responses=errors(404, *WRITE),
+    operation_id="updateCustomer",
 )
 async def update_customer(
     customer_id: str, body: CustomerUpdate, platform: PlatformDep, who: CustomersWrite
@@ -85,7 +114,10 @@ async def update_customer(
 
 
 @router.delete(
-    "/customers/{customer_id}", response_model=out.DeletedEnvelope, responses=errors(404)
+    "/customers/{customer_id}",
+    response_model=out.DeletedEnvelope,
+    responses=errors(404),
+    operation_id="deleteCustomer",
 )
 async def delete_customer(
     customer_id: str, platform: PlatformDep, who: CustomersDelete

@@ -18,7 +18,15 @@ from bitbybit.api.deps import (
     many,
     one,
 )
-from bitbybit.api.routes import WRITE, Route, errors
+from bitbybit.api.routes import (
+    WRITE,
+    Route,
+    by_id,
+    errors,
+    links,
+    one_of_query,
+    time_query,
+)
 from bitbybit.clock import iso, parse_iso
 from bitbybit.errors import ValidationFailed
 from bitbybit.models import Message, Page
@@ -27,13 +35,19 @@ from bitbybit.services import messages, templates, tickets
 
 router = APIRouter(tags=["messages"], route_class=Route)
 SEND_ERRORS = errors(404, *WRITE)
+SENT = {**SEND_ERRORS, **links(200, by_id("/data/messageId2", "message_id", "getMessage"))}
 
 
 def _accepted(message: Message) -> dict[str, str]:
     return {"messageId2": message.id, "timestamp": iso(message.created_at)}
 
 
-@router.post("/messages/send", response_model=out.SendEnvelope, responses=SEND_ERRORS)
+@router.post(
+    "/messages/send",
+    response_model=out.SendEnvelope,
+    responses=SENT,
+    operation_id="sendMessage",
+)
 async def send_message(
     body: MessageSend,
     request: Request,
@@ -56,7 +70,12 @@ async def send_message(
     )
 
 
-@router.post("/messages/send-template", response_model=out.SendEnvelope, responses=SEND_ERRORS)
+@router.post(
+    "/messages/send-template",
+    response_model=out.SendEnvelope,
+    responses=SENT,
+    operation_id="sendTemplate",
+)
 async def send_template(
     body: TemplateSend,
     request: Request,
@@ -95,14 +114,19 @@ async def _with_history(platform: PlatformDep, found: Page) -> Page:
     return Page(items, found.total, found.page, found.limit)
 
 
-@router.get("/messages/requests", response_model=out.MessageList, responses=errors())
+@router.get(
+    "/messages/requests",
+    response_model=out.MessageList,
+    responses=errors(),
+    operation_id="listMessageRequests",
+)
 async def list_requests(
     platform: PlatformDep,
     who: MessagesRead,
     responseId: Annotated[str | None, Query(description="A send's `messageId2`")] = None,
     templateId: Annotated[str | None, Query(description="A template's name")] = None,
-    startDate: Annotated[str | None, Query(description="ISO-8601, inclusive")] = None,
-    endDate: Annotated[str | None, Query(description="ISO-8601, inclusive")] = None,
+    startDate: Annotated[str | None, time_query("From, inclusive")] = None,
+    endDate: Annotated[str | None, time_query("Until, inclusive")] = None,
     page: PageNumber = 1,
     limit: Limit = 20,
 ) -> Response:
@@ -122,16 +146,28 @@ async def list_requests(
     return many(await _with_history(platform, found), lambda item: item)
 
 
-@router.get("/messages", response_model=out.MessageList, responses=errors(404))
+@router.get(
+    "/messages", response_model=out.MessageList, responses=errors(404), operation_id="listMessages"
+)
 async def conversation(
     platform: PlatformDep,
     who: MessagesRead,
-    customerId: Annotated[str | None, Query(max_length=255)] = None,
-    phone: Annotated[str | None, Query(max_length=32)] = None,
+    customerId: Annotated[
+        str | None, Query(max_length=255, description="An existing customer's id (else 404)")
+    ] = None,
+    phone: Annotated[
+        str | None,
+        Query(
+            max_length=32,
+            description="A number libphonenumber accepts as valid (E.164, or national)",
+            json_schema_extra={"format": "phone", "minLength": 1},
+        ),
+    ] = None,
     page: PageNumber = 1,
     limit: Limit = 20,
 ) -> Response:
-    """A customer's conversation, both directions, newest first: by `customerId` or `phone`."""
+    """A customer's conversation, both directions, newest first: by `customerId` or `phone`
+    (exactly one of them, else 400)."""
     async with platform.store.read() as tx:
         found = await messages.conversation(
             platform, tx, who.tenant, customer_id=customerId, phone=phone, page=page, limit=limit
@@ -139,7 +175,12 @@ async def conversation(
     return many(await _with_history(platform, found), lambda item: item)
 
 
-@router.get("/messages/{message_id}", response_model=out.MessageEnvelope, responses=errors(404))
+@router.get(
+    "/messages/{message_id}",
+    response_model=out.MessageEnvelope,
+    responses=errors(404),
+    operation_id="getMessage",
+)
 async def get_message(message_id: str, platform: PlatformDep, who: MessagesRead) -> Response:
     async with platform.store.read() as tx:
         message = await messages.get(tx, who.tenant, message_id)
@@ -150,7 +191,9 @@ async def get_message(message_id: str, platform: PlatformDep, who: MessagesRead)
 # -- templates ---------------------------------------------------------------------------------
 
 
-@router.get("/templates", response_model=out.TemplateList, responses=errors())
+@router.get(
+    "/templates", response_model=out.TemplateList, responses=errors(), operation_id="listTemplates"
+)
 async def list_templates(
     platform: PlatformDep, who: MessagesRead, page: PageNumber = 1, limit: Limit = 20
 ) -> Response:
@@ -160,7 +203,16 @@ async def list_templates(
 
 
 @router.post(
-    "/templates", status_code=201, response_model=out.TemplateEnvelope, responses=errors(*WRITE)
+    "/templates",
+    status_code=201,
+    response_model=out.TemplateEnvelope,
+    responses={
+        **errors(*WRITE),
+        **links(
+            201, by_id("/data/name", "name", "getTemplate", "updateTemplate", "deleteTemplate")
+        ),
+    },
+    operation_id="createTemplate",
 )
 async def create_template(
     body: TemplateCreate,
@@ -180,13 +232,23 @@ async def create_template(
     )
 
 
-@router.get("/templates/{name}", response_model=out.TemplateEnvelope, responses=errors(404))
+@router.get(
+    "/templates/{name}",
+    response_model=out.TemplateEnvelope,
+    responses=errors(404),
+    operation_id="getTemplate",
+)
 async def get_template(name: str, platform: PlatformDep, who: MessagesRead) -> Response:
     async with platform.store.read() as tx:
         return one(templates.resource(await templates.get(tx, who.tenant, name)))
 
 
-@router.put("/templates/{name}", response_model=out.TemplateEnvelope, responses=errors(404, *WRITE))
+@router.put(
+    "/templates/{name}",
+    response_model=out.TemplateEnvelope,
+    responses=errors(404, *WRITE),
+    operation_id="updateTemplate",
+)
 async def update_template(
     name: str, body: TemplateUpdate, platform: PlatformDep, who: MessagesWrite
 ) -> Response:
@@ -195,7 +257,10 @@ async def update_template(
 
 
 @router.delete(
-    "/templates/{name}", response_model=out.DeletedTemplateEnvelope, responses=errors(404)
+    "/templates/{name}",
+    response_model=out.DeletedTemplateEnvelope,
+    responses=errors(404),
+    operation_id="deleteTemplate",
 )
 async def delete_template(name: str, platform: PlatformDep, who: MessagesWrite) -> Response:
     deleted = await platform.run(lambda tx: templates.delete(tx, who.tenant, name))
@@ -206,7 +271,14 @@ async def delete_template(name: str, platform: PlatformDep, who: MessagesWrite) 
 
 
 @router.post(
-    "/tickets", status_code=201, response_model=out.TicketEnvelope, responses=errors(404, *WRITE)
+    "/tickets",
+    status_code=201,
+    response_model=out.TicketEnvelope,
+    responses={
+        **errors(404, *WRITE),
+        **links(201, by_id("/data/id", "ticket_id", "closeTicket")),
+    },
+    operation_id="openTicket",
 )
 async def open_ticket(
     body: TicketCreate,
@@ -226,17 +298,24 @@ async def open_ticket(
     )
 
 
-@router.post("/tickets/{ticket_id}/close", response_model=out.TicketEnvelope, responses=errors(404))
+@router.post(
+    "/tickets/{ticket_id}/close",
+    response_model=out.TicketEnvelope,
+    responses=errors(404),
+    operation_id="closeTicket",
+)
 async def close_ticket(ticket_id: str, platform: PlatformDep, who: MessagesWrite) -> Response:
     ticket = await platform.run(lambda tx: tickets.close(platform, tx, who.tenant, ticket_id))
     return one(tickets.resource(ticket))
 
 
-@router.get("/tickets", response_model=out.TicketList, responses=errors())
+@router.get(
+    "/tickets", response_model=out.TicketList, responses=errors(), operation_id="listTickets"
+)
 async def list_tickets(
     platform: PlatformDep,
     who: MessagesRead,
-    status: Annotated[str | None, Query(description="open or closed")] = None,
+    status: Annotated[str | None, one_of_query(tickets.STATUSES)] = None,
     customerId: Annotated[str | None, Query(max_length=255)] = None,
     page: PageNumber = 1,
     limit: Limit = 20,

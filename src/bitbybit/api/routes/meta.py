@@ -30,7 +30,12 @@ CALLBACK: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/whatsapp/webhooks/meta", response_class=Response, responses=HANDSHAKE)
+@router.get(
+    "/whatsapp/webhooks/meta",
+    response_class=Response,
+    responses=HANDSHAKE,
+    operation_id="verifyMetaSubscription",
+)
 async def subscribe(request: Request, platform: PlatformDep) -> Response:
     """Answer `hub.challenge` when `hub.verify_token` is a connected number's verify token."""
     query = request.query_params
@@ -38,7 +43,27 @@ async def subscribe(request: Request, platform: PlatformDep) -> Response:
     return Response(query.get("hub.challenge", ""), media_type="text/plain")
 
 
-@router.post("/whatsapp/webhooks/meta", response_class=Response, responses=CALLBACK)
+@router.post(
+    "/whatsapp/webhooks/meta",
+    response_class=Response,
+    responses=CALLBACK,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["entry"],
+                        "properties": {"entry": {"type": "array"}},
+                        "description": "Meta's callback, signed in `X-Hub-Signature-256`",
+                    }
+                }
+            },
+        }
+    },
+    operation_id="receiveMetaCallback",
+)
 async def callback(request: Request, platform: PlatformDep) -> Response:
     """Store the messages and statuses of one signed callback; 200 once committed."""
     raw = await request.body()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from bitbybit.api import schemas as out
 from bitbybit.api.deps import (
@@ -20,7 +20,15 @@ from bitbybit.api.deps import (
     many,
     one,
 )
-from bitbybit.api.routes import WRITE, Route, errors
+from bitbybit.api.routes import (
+    WRITE,
+    Route,
+    by_id,
+    comma_list_query,
+    errors,
+    links,
+    sort_query,
+)
 from bitbybit.errors import ValidationFailed
 from bitbybit.schemas import OrderCreate, OrderUpdate
 from bitbybit.services import orders, payloads
@@ -31,16 +39,16 @@ STATUSES = {"active", "archived", "cancelled", "refunded"}
 FULFILLMENT = {"unfulfilled", "fulfilled"}
 
 
-@router.get("/orders", response_model=out.OrderList, responses=errors())
+@router.get("/orders", response_model=out.OrderList, responses=errors(), operation_id="listOrders")
 async def list_orders(
     platform: PlatformDep,
     who: OrdersRead,
     page: PageNumber = 1,
     limit: Limit = 20,
     search: Search = None,
-    status: Annotated[str | None, Query(description="Comma list of statuses")] = None,
-    fulfillmentStatus: Annotated[str | None, Query(description="unfulfilled|fulfilled")] = None,
-    sort: Annotated[str | None, Query(description="field:asc|desc")] = None,
+    status: Annotated[str | None, comma_list_query(STATUSES)] = None,
+    fulfillmentStatus: Annotated[str | None, comma_list_query(FULFILLMENT)] = None,
+    sort: Annotated[str | None, sort_query(SORTABLE)] = None,
 ) -> Response:
     query = list_query(
         page, limit, search, sort, SORTABLE, status=status, fulfillment_status=fulfillmentStatus
@@ -57,7 +65,16 @@ async def list_orders(
     return many(await orders.search(platform, who.tenant, query), payloads.order_resource)
 
 
-@router.post("/orders", status_code=201, response_model=out.OrderEnvelope, responses=errors(*WRITE))
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=out.OrderEnvelope,
+    responses={
+        **errors(*WRITE),
+        **links(201, by_id("/data/id", "order_id", "getOrder", "updateOrder")),
+    },
+    operation_id="createOrder",
+)
 async def create_order(
     body: OrderCreate,
     request: Request,
@@ -75,12 +92,22 @@ async def create_order(
     )
 
 
-@router.get("/orders/{order_id}", response_model=out.OrderEnvelope, responses=errors(404))
+@router.get(
+    "/orders/{order_id}",
+    response_model=out.OrderEnvelope,
+    responses=errors(404),
+    operation_id="getOrder",
+)
 async def get_order(order_id: str, platform: PlatformDep, who: OrdersRead) -> Response:
     return one(payloads.order_resource(await orders.get(platform, who.tenant, order_id)))
 
 
-@router.put("/orders/{order_id}", response_model=out.OrderEnvelope, responses=errors(404, *WRITE))
+@router.put(
+    "/orders/{order_id}",
+    response_model=out.OrderEnvelope,
+    responses=errors(404, *WRITE),
+    operation_id="updateOrder",
+)
 async def update_order(
     order_id: str, body: OrderUpdate, platform: PlatformDep, who: OrdersWrite
 ) -> Response:

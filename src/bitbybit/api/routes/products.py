@@ -21,15 +21,31 @@ from bitbybit.api.deps import (
     many,
     one,
 )
-from bitbybit.api.routes import WRITE, Route, errors
+from bitbybit.api.routes import WRITE, Route, by_id, errors, links, sort_query
 from bitbybit.schemas import ProductCreate, ProductUpdate
 from bitbybit.services import payloads, products
 
 router = APIRouter(tags=["products"], route_class=Route)
 SORTABLE = frozenset({"createdAt", "updatedAt", "name"})
+ORDER_OF_FIRST_VARIANT = {
+    "lineItems": [{"productVariantId": "$response.body#/data/variants/0/id", "quantity": 1}],
+    "customer": {"firstName": "Ada", "lastName": "Lovelace", "phone": "+14155552671"},
+    "shippingAddress": {
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "phone": "+14155552671",
+        "address1": "1 Main Street",
+        "city": "Springfield",
+        "province": "IL",
+        "zip": "62701",
+    },
+}
+"""An order of the product just created: a link a stateful client follows to reach orders."""
 
 
-@router.get("/products", response_model=out.ProductList, responses=errors())
+@router.get(
+    "/products", response_model=out.ProductList, responses=errors(), operation_id="listProducts"
+)
 async def list_products(
     platform: PlatformDep,
     who: ProductsRead,
@@ -37,14 +53,25 @@ async def list_products(
     limit: Limit = 20,
     search: Search = None,
     tags: Annotated[str | None, Query(description="Comma list; any match")] = None,
-    sort: Annotated[str | None, Query(description="field:asc|desc")] = None,
+    sort: Annotated[str | None, sort_query(SORTABLE)] = None,
 ) -> Response:
     query = list_query(page, limit, search, sort, SORTABLE, tags=tags)
     return many(await products.search(platform, who.tenant, query), payloads.product)
 
 
 @router.post(
-    "/products", status_code=201, response_model=out.ProductEnvelope, responses=errors(*WRITE)
+    "/products",
+    status_code=201,
+    response_model=out.ProductEnvelope,
+    responses={
+        **errors(*WRITE),
+        **links(
+            201,
+            by_id("/data/id", "product_id", "getProduct", "updateProduct", "deleteProduct"),
+            {"createOrder": {"requestBody": ORDER_OF_FIRST_VARIANT}},
+        ),
+    },
+    operation_id="createProduct",
 )
 async def create_product(
     body: ProductCreate,
@@ -63,13 +90,21 @@ async def create_product(
     )
 
 
-@router.get("/products/{product_id}", response_model=out.ProductEnvelope, responses=errors(404))
+@router.get(
+    "/products/{product_id}",
+    response_model=out.ProductEnvelope,
+    responses=errors(404),
+    operation_id="getProduct",
+)
 async def get_product(product_id: str, platform: PlatformDep, who: ProductsRead) -> Response:
     return one(payloads.product(await products.get(platform, who.tenant, product_id)))
 
 
 @router.put(
-    "/products/{product_id}", response_model=out.ProductEnvelope, responses=errors(404, *WRITE)
+    "/products/{product_id}",
+    response_model=out.ProductEnvelope,
+    responses=errors(404, *WRITE),
+    operation_id="updateProduct",
 )
 async def update_product(
     product_id: str, body: ProductUpdate, platform: PlatformDep, who: ProductsWrite
@@ -80,7 +115,12 @@ async def update_product(
     return one(payloads.product(product))
 
 
-@router.delete("/products/{product_id}", response_model=out.DeletedEnvelope, responses=errors(404))
+@router.delete(
+    "/products/{product_id}",
+    response_model=out.DeletedEnvelope,
+    responses=errors(404),
+    operation_id="deleteProduct",
+)
 async def delete_product(product_id: str, platform: PlatformDep, who: ProductsDelete) -> Response:
     deleted = await platform.run(lambda tx: products.delete(platform, tx, who.tenant, product_id))
     return one(payloads.deleted(deleted))

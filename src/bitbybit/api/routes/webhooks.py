@@ -17,7 +17,16 @@ from bitbybit.api.deps import (
     one,
     split,
 )
-from bitbybit.api.routes import WRITE, Route, errors
+from bitbybit.api.routes import (
+    WRITE,
+    Route,
+    by_id,
+    comma_list_query,
+    errors,
+    in_body,
+    links,
+    time_query,
+)
 from bitbybit.clock import iso, parse_iso
 from bitbybit.errors import ValidationFailed
 from bitbybit.models import ListQuery, Page
@@ -37,7 +46,12 @@ router = APIRouter(tags=["webhooks"], route_class=Route)
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
 
 
-@router.get("/webhooks", response_model=out.WebhookEndpointList, responses=errors())
+@router.get(
+    "/webhooks",
+    response_model=out.WebhookEndpointList,
+    responses=errors(),
+    operation_id="listWebhooks",
+)
 async def list_webhooks(platform: PlatformDep, who: WebhooksRead) -> Response:
     endpoints = await webhooks.list_endpoints(platform, who.tenant)
     now = platform.now()
@@ -49,7 +63,25 @@ async def list_webhooks(platform: PlatformDep, who: WebhooksRead) -> Response:
     "/webhooks",
     status_code=201,
     response_model=out.WebhookEndpointSecretEnvelope,
-    responses=errors(*WRITE),
+    responses={
+        **errors(*WRITE),
+        **links(
+            201,
+            by_id(
+                "/data/id",
+                "endpoint_id",
+                "getWebhook",
+                "updateWebhook",
+                "deleteWebhook",
+                "testWebhook",
+                "rotateWebhookSecret",
+                "reactivateWebhook",
+                "listDeliveries",
+            ),
+            in_body("/data/id", "endpointId", "replayEvent"),
+        ),
+    },
+    operation_id="createWebhook",
 )
 async def create_webhook(
     body: EndpointCreate, platform: PlatformDep, who: WebhooksWrite
@@ -59,7 +91,10 @@ async def create_webhook(
 
 
 @router.get(
-    "/webhooks/{endpoint_id}", response_model=out.WebhookEndpointEnvelope, responses=errors(404)
+    "/webhooks/{endpoint_id}",
+    response_model=out.WebhookEndpointEnvelope,
+    responses=errors(404),
+    operation_id="getWebhook",
 )
 async def get_webhook(endpoint_id: str, platform: PlatformDep, who: WebhooksRead) -> Response:
     endpoint = await webhooks.get_endpoint(platform, who.tenant, endpoint_id)
@@ -70,6 +105,7 @@ async def get_webhook(endpoint_id: str, platform: PlatformDep, who: WebhooksRead
     "/webhooks/{endpoint_id}",
     response_model=out.WebhookEndpointEnvelope,
     responses=errors(404, *WRITE),
+    operation_id="updateWebhook",
 )
 async def update_webhook(
     endpoint_id: str, body: EndpointUpdate, platform: PlatformDep, who: WebhooksWrite
@@ -78,7 +114,12 @@ async def update_webhook(
     return one(payloads.endpoint(endpoint, platform.now()))
 
 
-@router.delete("/webhooks/{endpoint_id}", response_model=out.DeletedEnvelope, responses=errors(404))
+@router.delete(
+    "/webhooks/{endpoint_id}",
+    response_model=out.DeletedEnvelope,
+    responses=errors(404),
+    operation_id="deleteWebhook",
+)
 async def delete_webhook(endpoint_id: str, platform: PlatformDep, who: WebhooksWrite) -> Response:
     return one(payloads.deleted(await webhooks.delete_endpoint(platform, who.tenant, endpoint_id)))
 
@@ -87,6 +128,7 @@ async def delete_webhook(endpoint_id: str, platform: PlatformDep, who: WebhooksW
     "/webhooks/{endpoint_id}/test",
     response_model=out.TestAttemptEnvelope,
     responses=errors(404, *WRITE),
+    operation_id="testWebhook",
 )
 async def send_test_webhook(
     endpoint_id: str, platform: PlatformDep, who: WebhooksWrite, body: TestSend | None = None
@@ -111,6 +153,7 @@ async def send_test_webhook(
     "/webhooks/{endpoint_id}/rotate-secret",
     response_model=out.RotatedSecretEnvelope,
     responses=errors(404, *WRITE),
+    operation_id="rotateWebhookSecret",
 )
 async def rotate_webhook_secret(
     endpoint_id: str, platform: PlatformDep, who: WebhooksWrite, body: RotateSecret | None = None
@@ -125,6 +168,7 @@ async def rotate_webhook_secret(
     "/webhooks/{endpoint_id}/reactivate",
     response_model=out.ReactivatedEnvelope,
     responses=errors(404, *WRITE),
+    operation_id="reactivateWebhook",
 )
 async def reactivate_webhook(
     endpoint_id: str, platform: PlatformDep, who: WebhooksWrite, body: Reactivate | None = None
@@ -135,7 +179,13 @@ async def reactivate_webhook(
 
 
 @router.get(
-    "/webhooks/{endpoint_id}/deliveries", response_model=out.DeliveryList, responses=errors(404)
+    "/webhooks/{endpoint_id}/deliveries",
+    response_model=out.DeliveryList,
+    responses={
+        **errors(404),
+        **links(200, by_id("/data/0/id", "delivery_id", "getDelivery", "retryDelivery")),
+    },
+    operation_id="listDeliveries",
 )
 async def list_webhook_deliveries(
     endpoint_id: str,
@@ -143,7 +193,7 @@ async def list_webhook_deliveries(
     who: WebhooksRead,
     page: PageNumber = 1,
     limit: Limit = 20,
-    status: Annotated[str | None, Query(description="pending|succeeded|failed|held")] = None,
+    status: Annotated[str | None, comma_list_query(DELIVERY_STATUSES)] = None,
 ) -> Response:
     statuses = split(status)
     for value in statuses:
@@ -156,7 +206,17 @@ async def list_webhook_deliveries(
 
 
 @router.get(
-    "/deliveries/{delivery_id}", response_model=out.DeliveryDetailEnvelope, responses=errors(404)
+    "/deliveries/{delivery_id}",
+    response_model=out.DeliveryDetailEnvelope,
+    responses={
+        **errors(404),
+        **links(
+            200,
+            by_id("/data/id", "delivery_id", "retryDelivery"),
+            by_id("/data/eventId", "event_id", "getEvent", "replayEvent"),
+        ),
+    },
+    operation_id="getDelivery",
 )
 async def get_delivery(delivery_id: str, platform: PlatformDep, who: WebhooksRead) -> Response:
     delivery, attempts = await webhooks.get_delivery(platform, who.tenant, delivery_id)
@@ -167,6 +227,7 @@ async def get_delivery(delivery_id: str, platform: PlatformDep, who: WebhooksRea
     "/deliveries/{delivery_id}/retry",
     response_model=out.DeliveryEnvelope,
     responses=errors(404, *WRITE),
+    operation_id="retryDelivery",
 )
 async def retry_delivery(delivery_id: str, platform: PlatformDep, who: WebhooksWrite) -> Response:
     return one(payloads.delivery(await webhooks.retry_delivery(platform, who.tenant, delivery_id)))
@@ -181,15 +242,23 @@ def _time(field: str, value: str | None) -> str | None:
         raise ValidationFailed.field(field, "must be an ISO-8601 time") from None
 
 
-@router.get("/events", response_model=out.EventList, responses=errors())
+@router.get(
+    "/events",
+    response_model=out.EventList,
+    responses={
+        **errors(),
+        **links(200, by_id("/data/0/id", "event_id", "getEvent", "replayEvent")),
+    },
+    operation_id="listEvents",
+)
 async def list_events(
     platform: PlatformDep,
     who: WebhooksRead,
     page: PageNumber = 1,
     limit: Limit = 20,
     type: Annotated[EventType | None, Query(description="One event type")] = None,
-    since: Annotated[str | None, Query(max_length=40, description="ISO-8601, inclusive")] = None,
-    until: Annotated[str | None, Query(max_length=40, description="ISO-8601, inclusive")] = None,
+    since: Annotated[str | None, time_query("From, inclusive", max_length=40)] = None,
+    until: Annotated[str | None, time_query("Until, inclusive", max_length=40)] = None,
 ) -> Response:
     filters: dict[str, tuple[str, ...]] = {"type": (type,) if type else ()}
     for name, value in (("since", since), ("until", until)):
@@ -200,14 +269,32 @@ async def list_events(
     return many(await webhooks.list_events(platform, who.tenant, query), payloads.event)
 
 
-@router.get("/events/{event_id}", response_model=out.EventDetailEnvelope, responses=errors(404))
+@router.get(
+    "/events/{event_id}",
+    response_model=out.EventDetailEnvelope,
+    responses={
+        **errors(404),
+        **links(
+            200,
+            by_id("/data/id", "event_id", "replayEvent"),
+            by_id("/data/deliveries/0/id", "delivery_id", "getDelivery", "retryDelivery"),
+        ),
+    },
+    operation_id="getEvent",
+)
 async def get_event(event_id: str, platform: PlatformDep, who: WebhooksRead) -> Response:
     event, deliveries = await webhooks.get_event(platform, who.tenant, event_id)
     return one({**payloads.event(event), "deliveries": [payloads.delivery(d) for d in deliveries]})
 
 
 @router.post(
-    "/events/{event_id}/replay", response_model=out.ReplayedEnvelope, responses=errors(404, *WRITE)
+    "/events/{event_id}/replay",
+    response_model=out.ReplayedEnvelope,
+    responses={
+        **errors(404, *WRITE),
+        **links(200, by_id("/data/deliveryIds/0", "delivery_id", "getDelivery", "retryDelivery")),
+    },
+    operation_id="replayEvent",
 )
 async def replay_event(
     event_id: str, platform: PlatformDep, who: WebhooksWrite, body: Replay | None = None
