@@ -426,3 +426,35 @@ async def test_health_of_the_worker_is_in_metrics(fast: Platform, account: Accou
     assert 'bitbybit_delivery_attempts_total{outcome="succeeded"}' in text
     assert "bitbybit_delivery_attempt_seconds_bucket" in text
     assert "bitbybit_delivery_queue_pending" in text
+
+
+async def test_webhook_endpoints_are_listed_in_pages(fast: Platform, account: Account) -> None:
+    """``GET /webhooks`` takes ``page`` and ``limit`` like every list (oldest first)."""
+    async with client_for(fast) as http:
+        made = []
+        for index in range(3):
+            created = await http.post(
+                "/customer/open/v1/webhooks",
+                json={"url": f"http://127.0.0.1:9/hook{index}", "events": ["customer.created"]},
+                headers=account.headers,
+            )
+            assert created.status_code == 201, created.text
+            made.append(created.json()["data"]["id"])
+        first = await http.get(
+            "/customer/open/v1/webhooks", params={"limit": 2}, headers=account.headers
+        )
+        second = await http.get(
+            "/customer/open/v1/webhooks", params={"limit": 2, "page": 2}, headers=account.headers
+        )
+        whole = await http.get("/customer/open/v1/webhooks", headers=account.headers)
+        for bad in ({"limit": 0}, {"limit": 101}, {"page": 0}):
+            refused = await http.get(
+                "/customer/open/v1/webhooks", params=bad, headers=account.headers
+            )
+            assert refused.status_code == 400, (bad, refused.text)
+    assert [e["id"] for e in first.json()["data"]] == made[:2]
+    assert first.json()["meta"] == {"page": 1, "limit": 2, "total": 3, "hasNextPage": True}
+    assert [e["id"] for e in second.json()["data"]] == made[2:]
+    assert second.json()["meta"] == {"page": 2, "limit": 2, "total": 3, "hasNextPage": False}
+    assert [e["id"] for e in whole.json()["data"]] == made
+    assert whole.json()["meta"] == {"page": 1, "limit": 20, "total": 3, "hasNextPage": False}

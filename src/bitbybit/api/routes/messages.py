@@ -32,6 +32,7 @@ from bitbybit.errors import ValidationFailed
 from bitbybit.models import Message, Page
 from bitbybit.schemas import MessageSend, TemplateCreate, TemplateSend, TemplateUpdate, TicketCreate
 from bitbybit.services import messages, templates, tickets
+from bitbybit.store import Tx
 
 router = APIRouter(tags=["messages"], route_class=Route)
 SEND_ERRORS = errors(404, *WRITE)
@@ -107,9 +108,9 @@ def _time(name: str, value: str | None) -> int | None:
         ) from None
 
 
-async def _with_history(platform: PlatformDep, found: Page) -> Page:
-    async with platform.store.read() as tx:
-        history = await tx.status_reports([message.id for message in found.items])
+async def _with_history(tx: Tx, found: Page) -> Page:
+    """The page's messages with their status histories, read in the same snapshot."""
+    history = await tx.status_reports([message.id for message in found.items])
     items = [messages.resource(m, history.get(m.id, [])) for m in found.items]
     return Page(items, found.total, found.page, found.limit)
 
@@ -132,7 +133,7 @@ async def list_requests(
 ) -> Response:
     """Every send request, newest first, with its current status, error and status history."""
     since, until = _time("startDate", startDate), _time("endDate", endDate)
-    async with platform.store.read() as tx:
+    async with platform.store.read(snapshot=True) as tx:
         found = await tx.list_messages(
             who.tenant,
             direction="out",
@@ -143,7 +144,8 @@ async def list_requests(
             page=page,
             limit=limit,
         )
-    return many(await _with_history(platform, found), lambda item: item)
+        shown = await _with_history(tx, found)
+    return many(shown, lambda item: item)
 
 
 @router.get(
@@ -168,11 +170,12 @@ async def conversation(
 ) -> Response:
     """A customer's conversation, both directions, newest first: by `customerId` or `phone`
     (exactly one of them, else 400)."""
-    async with platform.store.read() as tx:
+    async with platform.store.read(snapshot=True) as tx:
         found = await messages.conversation(
             platform, tx, who.tenant, customer_id=customerId, phone=phone, page=page, limit=limit
         )
-    return many(await _with_history(platform, found), lambda item: item)
+        shown = await _with_history(tx, found)
+    return many(shown, lambda item: item)
 
 
 @router.get(

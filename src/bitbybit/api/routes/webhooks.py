@@ -52,11 +52,16 @@ DELIVERY_STATUSES = ("pending", "succeeded", "failed", "held")
     responses=errors(),
     operation_id="listWebhooks",
 )
-async def list_webhooks(platform: PlatformDep, who: WebhooksRead) -> Response:
+async def list_webhooks(
+    platform: PlatformDep, who: WebhooksRead, page: PageNumber = 1, limit: Limit = 20
+) -> Response:
+    """Oldest first, paged like every list (a company has at most ten endpoints, so the page is
+    cut from the whole list, read at one instant)."""
     endpoints = await webhooks.list_endpoints(platform, who.tenant)
     now = platform.now()
-    page = Page(endpoints, len(endpoints), 1, max(len(endpoints), 1))
-    return many(page, lambda endpoint: payloads.endpoint(endpoint, now))
+    start = (page - 1) * limit
+    shown = Page(endpoints[start : start + limit], len(endpoints), page, limit)
+    return many(shown, lambda endpoint: payloads.endpoint(endpoint, now))
 
 
 @router.post(
