@@ -72,6 +72,7 @@ def assert_unavailable(response: httpx.Response) -> None:
         "error": {
             "code": "SERVICE_UNAVAILABLE",
             "message": "the database is unavailable; retry shortly",
+            "requestId": response.headers["x-request-id"],
         }
     }
     assert int(response.headers["retry-after"]) > 0
