@@ -717,7 +717,7 @@ def endpoints_test(
     event id, the status code the endpoint answered and how long it took. Exits 1 when the
     endpoint did not answer 2xx."""
     from bitbybit.schemas import TestSend
-    from bitbybit.services import payloads, webhooks
+    from bitbybit.services import webhooks
 
     event_type = _parsed(TestSend, eventType=event).eventType
     tenant = _tenant(company, test)
@@ -728,18 +728,7 @@ def endpoints_test(
     )
     sent = attempt.result
     if as_json:
-        _print(
-            {
-                "eventId": attempt.event_id,
-                "eventType": attempt.event_type,
-                "succeeded": sent.succeeded,
-                "statusCode": sent.status_code,
-                "latencyMs": sent.latency_ms,
-                "error": sent.error,
-                "responseBody": payloads.response_text(sent.response_body),
-            },
-            as_json,
-        )
+        _print(attempt.resource(), as_json)
     else:
         _print(
             {

@@ -16,6 +16,7 @@ from bitbybit.limits import MAX_PAYLOAD_BYTES
 from bitbybit.models import Attempt, Delivery, Endpoint, Event, ListQuery, Page, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate, EndpointUpdate
+from bitbybit.services import payloads
 from bitbybit.services.samples import SAMPLES
 from bitbybit.store import Tx
 
@@ -170,6 +171,19 @@ class TestAttempt:
     event_id: str
     event_type: str
     result: SendResult
+
+    def resource(self) -> dict[str, Any]:
+        """What the API and ``bitbybit endpoints test --json`` show of it."""
+        sent = self.result
+        return {
+            "eventId": self.event_id,
+            "eventType": self.event_type,
+            "succeeded": sent.succeeded,
+            "statusCode": sent.status_code,
+            "latencyMs": sent.latency_ms,
+            "error": sent.error,
+            "responseBody": payloads.response_text(sent.response_body),
+        }
 
 
 async def send_test(

@@ -140,18 +140,7 @@ async def send_test_webhook(
 ) -> Response:
     event_type = (body or TestSend()).eventType
     attempt = await webhooks.send_test(platform, who.tenant, endpoint_id, event_type)
-    sent = attempt.result
-    return one(
-        {
-            "eventId": attempt.event_id,
-            "eventType": attempt.event_type,
-            "succeeded": sent.succeeded,
-            "statusCode": sent.status_code,
-            "latencyMs": sent.latency_ms,
-            "error": sent.error,
-            "responseBody": payloads.response_text(sent.response_body),
-        }
-    )
+    return one(attempt.resource())
 
 
 @router.post(
