@@ -117,6 +117,7 @@ messages_app = _Typer(help="WhatsApp messages.")
 templates_app = _Typer(help="WhatsApp message templates.")
 tickets_app = _Typer(help="Agent tickets on customers.")
 whatsapp_app = _Typer(help="WhatsApp Business numbers (Cloud API).")
+users_app = _Typer(help="Dashboard users (docs/dashboard.md).")
 for group, group_name in (
     (companies_app, "companies"),
     (keys_app, "keys"),
@@ -128,6 +129,7 @@ for group, group_name in (
     (templates_app, "templates"),
     (tickets_app, "tickets"),
     (whatsapp_app, "whatsapp"),
+    (users_app, "users"),
 ):
     app.add_typer(group, name=group_name)
 
@@ -486,6 +488,69 @@ def companies_list(database_url: DatabaseUrl = None, as_json: JsonOutput = False
         ],
         as_json,
     )
+
+
+Password = Annotated[
+    str,
+    typer.Option(
+        "--password",
+        metavar="P",
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="At least 10 characters; asked for (twice, hidden) when left out",
+    ),
+]
+Email = Annotated[str, typer.Option("--email", metavar="E", help="The user's email address")]
+
+
+@users_app.command("create")
+def users_create(
+    company: Company,
+    email: Email,
+    password: Password,
+    role: Annotated[
+        str, typer.Option(metavar="ROLE", help="admin (may change things) or viewer (looks only)")
+    ] = "admin",
+    database_url: DatabaseUrl = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Create a dashboard user who signs in at /dashboard; prints the user's id. The password
+    is stored only as an argon2id hash."""
+    from bitbybit.services import users
+
+    user = _run(
+        database_url,
+        lambda platform: users.create_user(platform, company, email, password, role),
+    )
+    _print({"id": user.id}, as_json)
+
+
+@users_app.command("list")
+def users_list(
+    company: Company, database_url: DatabaseUrl = None, as_json: JsonOutput = False
+) -> None:
+    """List a company's dashboard users: id, email, role and creation time, tab-separated."""
+    from bitbybit.clock import iso
+    from bitbybit.services import users
+
+    found = _run(database_url, lambda platform: users.list_users(platform, company))
+    _rows(
+        [
+            {"id": u.id, "email": u.email, "role": u.role, "createdAt": iso(u.created_at)}
+            for u in found
+        ],
+        as_json,
+    )
+
+
+@users_app.command("set-password")
+def users_set_password(email: Email, password: Password, database_url: DatabaseUrl = None) -> None:
+    """Give a user a new password; every session of theirs is signed out."""
+    from bitbybit.services import users
+
+    user = _run(database_url, lambda platform: users.set_password(platform, email, password))
+    typer.echo(f"password changed for {user.email}; their sessions were signed out")
 
 
 KeyId = Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (key_…)")]

@@ -326,6 +326,19 @@ class Settings(BaseSettings):
         "failed authentications a minute per client address, per process, before it is"
         " answered 429 (see [api.md](api.md#failed-authentications))",
     )
+    session_idle: Seconds = _setting(
+        1800.0,
+        "seconds a dashboard session lasts without use before it must sign in again (see"
+        " [dashboard.md](dashboard.md))",
+    )
+    session_max_age: Seconds = _setting(
+        7 * 24 * 3600.0, "seconds a dashboard session lasts at most, however much it is used"
+    )
+    login_failure_limit: Whole = _setting(
+        5,
+        "failed dashboard sign-ins a minute per account and per client address, per process,"
+        " before further tries are slowed (answered 429 with `Retry-After`)",
+    )
     metrics_address: Annotated[tuple[str, int] | None, BeforeValidator(_address)] = _setting(
         None,
         "`host:port` (`[v6]:port`) where `serve` and `worker` serve `/metrics` on their own,"

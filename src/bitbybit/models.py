@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 Mode = Literal["live", "test"]
+Role = Literal["admin", "viewer"]
 JSON = dict[str, Any]
 
 
@@ -33,10 +34,36 @@ class ApiKey:
     created_at: int
     expires_at: int | None
     revoked_at: int | None
+    ip_labels: dict[str, str] = field(default_factory=dict)
+    """A label per allowlist entry (``{"203.0.113.0/24": "office"}``), shown by the dashboard."""
 
     def usable_at(self, now: int) -> bool:
         """Neither revoked nor past its expiry (a rotated key's grace period ends)."""
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person who signs in to one company's dashboard; a viewer looks but changes nothing."""
+
+    id: str
+    company_id: str
+    email: str
+    role: Role
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSession:
+    """A signed-in browser: whose it is, its CSRF token, the mode it shows, and when it ends."""
+
+    user: User
+    csrf_token: str
+    mode: Mode
+    created_at: int
+    last_seen_at: int
+    expires_at: int
 
 
 @dataclass(frozen=True, slots=True)

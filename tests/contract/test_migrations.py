@@ -302,12 +302,30 @@ async def _seed_v5(db: Driver, version: int) -> None:
     )
 
 
+async def _seed_v6(db: Driver, version: int) -> None:
+    # A template when the dashboard arrives (version 7); the key of v1 gets empty labels.
+    await db.execute(
+        "INSERT INTO templates (company_id, mode, name, source, language, body, param_count,"
+        " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "co_seed",
+        "live",
+        "welcome",
+        "sandbox",
+        "en",
+        "Hello {{1}}",
+        1,
+        T0,
+        T0,
+    )
+
+
 SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     1: _seed_v1,
     2: _seed_v2,
     3: _seed_v3,
     4: _seed_v4,
     5: _seed_v5,
+    6: _seed_v6,
 }
 
 

@@ -55,11 +55,11 @@ def test_memory_stays_bounded_under_a_spray_of_addresses_and_keys() -> None:
     for n in range(50_000):
         limiter.failed(str(ipaddress.IPv4Address(base + n)), f"key{n}", T0)
         limiter.succeeded(f"good{n}")
-    assert len(limiter._buckets) == 1000
+    assert len(limiter._buckets._buckets) == 1000
     assert len(limiter._trusted) == 100
     # the least recently used went first: the newest are still counted
     newest = str(ipaddress.IPv4Address(base + 49_999))
-    assert client_of(newest) in limiter._buckets
+    assert client_of(newest) in limiter._buckets._buckets
     assert "good49999" in limiter._trusted
     assert "good0" not in limiter._trusted
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from bitbybit import __version__
+from bitbybit import __version__, dashboard
 from bitbybit.api import errors
 from bitbybit.api.middleware import Guard
 from bitbybit.api.openapi import openapi_document
@@ -103,6 +103,7 @@ def create_app(
         for prefix in prefixes:
             app.mount(prefix, family)
     app.include_router(meta.router)
+    dashboard.install(app, settings.login_failure_limit)
     app.state.route_methods = errors.route_methods(
         [
             (prefix, module.router)

@@ -207,6 +207,44 @@ def client_of(client_ip: str | None) -> str:
     return str(address)
 
 
+class FailureBuckets:
+    """Failures per client (any string), a token bucket each, counted in this process's memory:
+    ``per_minute`` failures, refilled at ``per_minute`` a minute; at most ``size`` clients are
+    kept, the least recently used going first (an evicted bucket starts full again)."""
+
+    def __init__(self, per_minute: int, size: int) -> None:
+        self.per_minute = per_minute
+        self.size = size
+        self._buckets: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        """Client → (tokens left, when they were counted); absent means a full bucket."""
+
+    def _tokens(self, client: str, now: int) -> float:
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            return float(self.per_minute)
+        tokens, at = bucket
+        refilled = tokens + max(0, now - at) * self.per_minute / WINDOW_MS
+        return min(float(self.per_minute), refilled)
+
+    def wait_for(self, client: str, now: int) -> int | None:
+        """Seconds until ``client`` may try again, or ``None`` when it may now."""
+        tokens = self._tokens(client, now)
+        if tokens >= 1:
+            return None
+        self._buckets.move_to_end(client)  # a client that keeps trying stays tracked
+        wait_ms = (1 - tokens) * WINDOW_MS / self.per_minute
+        return max(1, -(-int(wait_ms) // 1000))
+
+    def failed(self, client: str, now: int) -> None:
+        self._buckets[client] = (max(0.0, self._tokens(client, now) - 1), now)
+        self._buckets.move_to_end(client)
+        while len(self._buckets) > self.size:
+            self._buckets.popitem(last=False)
+
+    def forget(self, client: str) -> None:
+        self._buckets.pop(client, None)
+
+
 class FailedAuthLimiter:
     """Failed authentications per client address, counted in this process's memory.
 
@@ -231,41 +269,21 @@ class FailedAuthLimiter:
         trusted: int = TRUSTED_KEYS,
     ) -> None:
         self.per_minute = per_minute
-        self.max_addresses = addresses
         self.max_trusted = trusted
-        self._buckets: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        """Client → (tokens left, when they were counted); absent means a full bucket."""
+        self._buckets = FailureBuckets(per_minute, addresses)
         self._trusted: OrderedDict[str, None] = OrderedDict()
-
-    def _tokens(self, client: str, now: int) -> float:
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            return float(self.per_minute)
-        tokens, at = bucket
-        refilled = tokens + max(0, now - at) * self.per_minute / WINDOW_MS
-        return min(float(self.per_minute), refilled)
 
     def blocked_for(self, client_ip: str | None, key_hash: str | None, now: int) -> int | None:
         """Seconds until the address may try again, or ``None`` when this request may go on."""
         if key_hash is not None and key_hash in self._trusted:
             return None
-        client = client_of(client_ip)
-        tokens = self._tokens(client, now)
-        if tokens >= 1:
-            return None
-        self._buckets.move_to_end(client)  # an address that keeps trying stays tracked
-        wait_ms = (1 - tokens) * WINDOW_MS / self.per_minute
-        return max(1, -(-int(wait_ms) // 1000))
+        return self._buckets.wait_for(client_of(client_ip), now)
 
     def failed(self, client_ip: str | None, key_hash: str | None, now: int) -> None:
         """Count a failed authentication against the address (and stop trusting the key)."""
         if key_hash is not None:
             self._trusted.pop(key_hash, None)
-        client = client_of(client_ip)
-        self._buckets[client] = (max(0.0, self._tokens(client, now) - 1), now)
-        self._buckets.move_to_end(client)
-        while len(self._buckets) > self.max_addresses:
-            self._buckets.popitem(last=False)
+        self._buckets.failed(client_of(client_ip), now)
 
     def succeeded(self, key_hash: str) -> None:
         """Remember a key that authenticated: it may try even from a blocked address."""

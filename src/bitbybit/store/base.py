@@ -19,12 +19,14 @@ from bitbybit.models import (
     AttemptResult,
     Company,
     Customer,
+    DashboardSession,
     Delivery,
     Endpoint,
     Event,
     Job,
     ListQuery,
     Message,
+    Mode,
     Order,
     Page,
     Product,
@@ -38,6 +40,7 @@ from bitbybit.models import (
     Template,
     Tenant,
     Ticket,
+    User,
     Variant,
     WhatsAppNumber,
 )
@@ -56,6 +59,9 @@ class AccountsTx(Protocol):
     async def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     async def get_api_key(self, key_id: str) -> ApiKey | None: ...
     async def list_api_keys(self, company_id: str) -> list[ApiKey]: ...
+    async def set_api_key_allowlist(
+        self, key_id: str, allowlist: tuple[str, ...], labels: dict[str, str]
+    ) -> None: ...
     async def expire_api_key(self, key_id: str, expires_at: int) -> None: ...
     async def revoke_api_key(self, key_id: str, revoked_at: int) -> None: ...
     async def count_request(self, key_id: str, window_start: int) -> int: ...
@@ -324,6 +330,27 @@ class MessagingTx(Protocol):
     ) -> Page: ...
 
 
+class UsersTx(Protocol):
+    """Dashboard users and their sessions, found by the SHA-256 of the cookie's token."""
+
+    async def insert_user(self, user: User, password_hash: str) -> None: ...
+    async def find_user(self, email: str) -> tuple[User, str] | None:
+        """The user with this (lower-cased) email and their password hash."""
+        ...
+
+    async def list_users(self, company_id: str) -> list[User]: ...
+    async def set_password_hash(self, user_id: str, password_hash: str, now: int) -> None: ...
+    async def insert_session(self, token_hash: str, session: DashboardSession) -> None: ...
+    async def get_session(self, token_hash: str) -> DashboardSession | None: ...
+    async def touch_session(self, token_hash: str, now: int, mode: Mode | None = None) -> None:
+        """Note a use of the session (and switch the mode it shows)."""
+        ...
+
+    async def revoke_session(self, token_hash: str, now: int) -> None: ...
+    async def revoke_user_sessions(self, user_id: str, now: int) -> int: ...
+    async def prune_sessions(self, now: int, idle_before: int, limit: int) -> int: ...
+
+
 class Tx(
     AccountsTx,
     IdempotencyTx,
@@ -336,6 +363,7 @@ class Tx(
     JobsTx,
     QueueTx,
     MessagingTx,
+    UsersTx,
     Protocol,
 ):
     """One transaction. Leaving the ``write()`` block normally commits, an exception rolls back."""

@@ -22,6 +22,7 @@ from bitbybit.store.sql.messaging import MessagingSql
 from bitbybit.store.sql.orders import OrdersSql
 from bitbybit.store.sql.products import ProductsSql
 from bitbybit.store.sql.queue import QueueSql, job_from_row, succeeded_endpoints
+from bitbybit.store.sql.users import UsersSql
 
 __all__ = [
     "KEY_COLUMNS",
@@ -47,6 +48,7 @@ class SqlTx(
     JobsSql,
     QueueSql,
     MessagingSql,
+    UsersSql,
 ):
     """Implements ``store.base.Tx`` over a ``Driver``."""
 

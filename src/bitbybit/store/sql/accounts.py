@@ -8,7 +8,8 @@ from bitbybit.models import ApiKey, Company, Mode, Tenant
 from bitbybit.store.sql.driver import Driver, Row, _dumps
 
 KEY_COLUMNS = (
-    "id, company_id, mode, prefix, scopes, ip_allowlist, name, created_at, expires_at, revoked_at"
+    "id, company_id, mode, prefix, scopes, ip_allowlist, name, created_at, expires_at, revoked_at,"
+    " ip_labels"
 )
 
 
@@ -25,6 +26,7 @@ def api_key_from_row(row: Row) -> ApiKey:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        ip_labels=orjson.loads(row["ip_labels"]),
     )
 
 
@@ -59,8 +61,8 @@ class AccountsSql:
     async def insert_api_key(self, key: ApiKey, key_hash: str) -> None:
         await self.db.execute(
             "INSERT INTO api_keys (id, company_id, mode, key_hash, prefix, scopes, ip_allowlist,"
-            " name, created_at, expires_at, revoked_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            " name, created_at, expires_at, revoked_at, ip_labels)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             key.id,
             key.company_id,
             key.mode,
@@ -72,6 +74,7 @@ class AccountsSql:
             key.created_at,
             key.expires_at,
             key.revoked_at,
+            _dumps(key.ip_labels),
         )
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
@@ -90,6 +93,16 @@ class AccountsSql:
             company_id,
         )
         return [api_key_from_row(row) for row in rows]
+
+    async def set_api_key_allowlist(
+        self, key_id: str, allowlist: tuple[str, ...], labels: dict[str, str]
+    ) -> None:
+        await self.db.execute(
+            "UPDATE api_keys SET ip_allowlist = $2, ip_labels = $3 WHERE id = $1",
+            key_id,
+            _dumps(list(allowlist)),
+            _dumps(labels),
+        )
 
     async def expire_api_key(self, key_id: str, expires_at: int) -> None:
         await self.db.execute(
