@@ -14,12 +14,12 @@ from tests.dashboard.support import Browser, sign_in
 @pytest.fixture
 async def admin(platform: Platform, account: Account) -> AsyncIterator[Browser]:
     browser = await sign_in(platform, account.company.id)
-    async with browser.http:
+    async with browser:
         yield browser
 
 
 @pytest.fixture
 async def viewer(platform: Platform, account: Account) -> AsyncIterator[Browser]:
     browser = await sign_in(platform, account.company.id, role="viewer")
-    async with browser.http:
+    async with browser:
         yield browser

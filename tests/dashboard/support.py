@@ -8,14 +8,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
+from bitbybit.api.app import create_app
 from bitbybit.models import User
 from bitbybit.runtime import Platform
 from bitbybit.services import users
-from tests.conftest import client_for
 
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def client(
+    platform: Platform, client_ip: str = "127.0.0.1", app: FastAPI | None = None
+) -> httpx.AsyncClient:
+    """An in-process client as a browser on the operator's machine sees the dashboard: plain
+    HTTP on loopback, where its cookies are not ``Secure`` (elsewhere httpx would not send
+    them back over HTTP). Clients given the same ``app`` share its process state (the
+    sign-in throttle)."""
+    transport = httpx.ASGITransport(
+        app=app or create_app(platform=platform),
+        raise_app_exceptions=False,
+        client=(client_ip, 50000),
+    )
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 @dataclass
@@ -26,6 +42,12 @@ class Browser:
     user: User
     csrf: str = ""
     _pages: list[str] = field(default_factory=list)
+
+    async def __aenter__(self) -> Browser:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
 
     async def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return await self.http.get(path, **kwargs)
@@ -63,7 +85,7 @@ async def sign_in(
     """A new user of ``company_id`` with ``role``, signed in through the sign-in form."""
     email = email or f"{role}-{company_id.lower()}@example.com"
     user = await users.create_user(platform, company_id, email, PASSWORD, role)
-    http = client_for(platform, client_ip)
+    http = client(platform, client_ip)
     form = await http.get("/dashboard/login")
     assert form.status_code == 200, form.text
     token = CSRF.search(form.text)

@@ -54,6 +54,9 @@ VARIABLES = {
     "BITBYBIT_WHATSAPP_PACE",
     "BITBYBIT_WHATSAPP_COEX_PACE",
     "BITBYBIT_WHATSAPP_PAIR_INTERVAL",
+    "BITBYBIT_SESSION_IDLE",
+    "BITBYBIT_SESSION_MAX_AGE",
+    "BITBYBIT_LOGIN_FAILURE_LIMIT",
 }
 """Every variable ``Settings.from_env`` reads. A new one belongs here, with tests below."""
 
@@ -62,6 +65,7 @@ WHOLE_NUMBERS = {
     "BITBYBIT_MAX_BODY_BYTES": ("max_body_bytes", 1024 * 1024),
     "BITBYBIT_AUTH_FAILURE_LIMIT": ("auth_failure_limit", 20),
     "BITBYBIT_PORT": ("port", 8000),
+    "BITBYBIT_LOGIN_FAILURE_LIMIT": ("login_failure_limit", 5),
 }
 SECONDS = {
     "BITBYBIT_DELIVERY_TIMEOUT": ("delivery_timeout", 30.0),
@@ -70,6 +74,8 @@ SECONDS = {
     "BITBYBIT_SANDBOX_STATUS_STEP": ("sandbox_status_step", 1.0),
     "BITBYBIT_WHATSAPP_PACE": ("whatsapp_pace", 80.0),
     "BITBYBIT_WHATSAPP_COEX_PACE": ("whatsapp_coex_pace", 20.0),
+    "BITBYBIT_SESSION_IDLE": ("session_idle", 1800.0),
+    "BITBYBIT_SESSION_MAX_AGE": ("session_max_age", 604800.0),
 }
 
 
