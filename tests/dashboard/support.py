@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from bitbybit.api.app import create_app
 from bitbybit.models import User
 from bitbybit.runtime import Platform
 from bitbybit.services import users
+from tests.conftest import Account, client_for
 
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -100,3 +102,124 @@ async def sign_in(
     csrf = CSRF.search(home.text)
     assert csrf is not None
     return Browser(http, user, csrf.group(1))
+
+
+@dataclass(frozen=True)
+class Populated:
+    """One of everything a dashboard page can show, in one company's live mode."""
+
+    company_id: str
+    key_id: str
+    endpoint_id: str
+    endpoint_url: str
+    event_id: str
+    delivery_id: str
+    customer_id: str
+    customer_email: str
+    product_id: str
+    order_id: str
+    phone: str
+    message_id: str
+    template_name: str
+    ticket_id: str
+
+    def markers(self) -> list[str]:
+        """Texts that only this company's pages may contain."""
+        return [
+            self.key_id,
+            self.endpoint_id,
+            self.endpoint_url,
+            self.event_id,
+            self.delivery_id,
+            self.customer_id,
+            self.customer_email,
+            self.product_id,
+            self.order_id,
+            self.message_id,
+            self.ticket_id,
+        ]
+
+
+async def populate(platform: Platform, account: Account, tag: str) -> Populated:
+    """Give ``account``'s company an endpoint, a customer (so an event and a delivery), a
+    product, an order, an inbound WhatsApp message, a template and a ticket."""
+    from bitbybit.models import Tenant
+    from bitbybit.schemas import EndpointCreate, TemplateCreate
+    from bitbybit.services import messages, templates, tickets, webhooks
+
+    tenant = Tenant(account.company.id, "live")
+    allowing = Platform(
+        platform.store,
+        platform.settings.replace(allow_private_targets=True, allow_http_targets=True),
+    )
+    url = f"http://127.0.0.1:9/{tag}-hooks"
+    endpoint, _ = await webhooks.create_endpoint(allowing, tenant, EndpointCreate(url=url))
+    email = f"{tag}-buyer@example.com"
+    phone_local = "0812" + str(zlib.crc32(tag.encode()) % 10**7).rjust(7, "0")
+    async with client_for(platform) as http:
+        h = account.headers
+        customer = (
+            await http.post(
+                "/customer/open/v1/customers",
+                json={"email": email, "phoneNumber": phone_local, "firstName": tag.title()},
+                headers=h,
+            )
+        ).json()["data"]
+        product = (
+            await http.post(
+                "/customer/open/v1/products",
+                json={"name": f"{tag} tee", "variants": [{"title": "Default", "price": 75000}]},
+                headers=h,
+            )
+        ).json()["data"]
+        ordered = (
+            await http.post(
+                "/customer/open/v1/orders",
+                json={
+                    "customerId": customer["id"],
+                    "shippingAddress": {
+                        "firstName": tag.title(),
+                        "lastName": "Buyer",
+                        "phone": phone_local,
+                        "address1": "Jl. Sudirman No. 1",
+                        "city": "Jakarta",
+                        "province": "DKI Jakarta",
+                        "zip": "10110",
+                    },
+                    "lineItems": [
+                        {"productVariantId": product["variants"][0]["id"], "quantity": 1}
+                    ],
+                },
+                headers=h,
+            )
+        ).json()
+        assert "data" in ordered, ordered
+        order = ordered["data"]
+    phone = customer["phoneNumber"]
+    async with platform.store.write() as tx:
+        message = await messages.receive(
+            platform, tx, tenant, messages.Inbound(sender=phone, body=f"hello from {tag}")
+        )
+        assert message is not None
+        template = await templates.create(
+            platform, tx, tenant, TemplateCreate(name=f"{tag}_welcome", body="Hi {{1}}")
+        )
+        ticket = await tickets.open_for(platform, tx, tenant, customer["id"])
+    page = await webhooks.list_deliveries(platform, tenant, endpoint.id, (), 1, 10)
+    delivery = page.items[0]
+    return Populated(
+        company_id=account.company.id,
+        key_id=account.key.id,
+        endpoint_id=endpoint.id,
+        endpoint_url=url,
+        event_id=delivery.event_id,
+        delivery_id=delivery.id,
+        customer_id=customer["id"],
+        customer_email=email,
+        product_id=product["id"],
+        order_id=order["id"],
+        phone=phone,
+        message_id=message.id,
+        template_name=template.name,
+        ticket_id=ticket.id,
+    )

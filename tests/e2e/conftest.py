@@ -152,13 +152,23 @@ def sign_in(page: Page, live: Live, email: str) -> None:
 @pytest.fixture
 def page(browser: Browser, live: Live) -> Iterator[Page]:
     """A fresh browser context (no cookies), signed in as the company's admin."""
+    yield from _signed_in(browser, live, live.admin_email)
+
+
+@pytest.fixture
+def viewer_page(browser: Browser, live: Live) -> Iterator[Page]:
+    """A fresh browser context signed in as the company's viewer."""
+    yield from _signed_in(browser, live, live.viewer_email)
+
+
+def _signed_in(browser: Browser, live: Live, email: str) -> Iterator[Page]:
     context = browser.new_context(base_url=live.base_url)
     context.set_default_timeout(15_000)
     errors: list[str] = []
     tab = context.new_page()
     tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     tab.on("pageerror", lambda e: errors.append(str(e)))
-    sign_in(tab, live, live.admin_email)
+    sign_in(tab, live, email)
     try:
         yield tab
     finally:

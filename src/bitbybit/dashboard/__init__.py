@@ -9,15 +9,16 @@ share: sessions, CSRF, rendering and errors as pages. See docs/dashboard.md.
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from bitbybit.dashboard import auth, home
+from bitbybit.dashboard import auth, commerce, deliveries, events, home, keys, messages, webhooks
 from bitbybit.dashboard.web import HERE, PATH, DashboardRoute, Signed, render
 from bitbybit.errors import NotFound
 from bitbybit.services.users import LoginThrottle
 
-SECTIONS = (auth, home)
+SECTIONS = (auth, home, keys, webhooks, messages, commerce, deliveries, events)
 """The modules whose ``router`` is mounted under ``/dashboard``, in order."""
 
 
@@ -30,6 +31,17 @@ def install(app: FastAPI, login_failure_limit: int) -> None:
     app.include_router(_fallback, prefix=PATH, include_in_schema=False)
 
 
+def pages() -> list[tuple[str, frozenset[str]]]:
+    """Every page's full path (``/dashboard/…``) and its methods, the fallback excepted (the
+    isolation tests try each one)."""
+    return [
+        (PATH + route.path, frozenset(route.methods or ()))
+        for section in SECTIONS
+        for route in section.router.routes
+        if isinstance(route, APIRoute)
+    ]
+
+
 _fallback = APIRouter(route_class=DashboardRoute)
 
 
@@ -39,4 +51,4 @@ async def not_a_page(viewer: Signed, request: Request) -> Response:
     raise NotFound(f"there is no page {request.url.path}")
 
 
-__all__ = ["install", "render"]
+__all__ = ["install", "pages", "render"]

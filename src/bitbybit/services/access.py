@@ -5,13 +5,20 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import Counter
 
-from bitbybit.errors import AccessDenied, AuthError, NotFound, RateLimited, ValidationFailed
+from bitbybit.errors import (
+    AccessDenied,
+    AuthError,
+    Conflict,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 from bitbybit.ids import new_id, random_base62
 from bitbybit.models import ApiKey, Company, Mode, Tenant
 from bitbybit.runtime import Platform
@@ -34,6 +41,8 @@ SCOPES: Final = frozenset(
 )
 ROTATION_GRACE_MS: Final = 24 * 60 * 60 * 1000
 MAX_ALLOWLIST: Final = 20
+MAX_IP_LABEL: Final = 100
+MAX_KEY_NAME: Final = 200
 KEY_RANDOM_CHARS: Final = 40
 WINDOW_MS: Final = 60_000
 TRACKED_ADDRESSES: Final = 10_000
@@ -114,6 +123,54 @@ async def create_company(platform: Platform, name: str, country: str = "ID") -> 
     return company
 
 
+def parse_labelled_allowlist(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """An allowlist written one entry a line, ``CIDR optional label`` (``203.0.113.0/24
+    office``): the entries as ``parse_allowlist`` checks them, and a label per labelled entry
+    (keyed by the entry as stored). Blank lines are skipped; an entry given twice counts once."""
+    entries: list[str] = []
+    labels: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        (entry,) = parse_allowlist([parts[0]])
+        label = parts[1].strip() if len(parts) > 1 else ""
+        if entry not in entries:
+            entries.append(entry)
+        if label and entry not in labels:
+            labels[entry] = _label(label)
+    return parse_allowlist(entries), labels
+
+
+def _label(text: str) -> str:
+    if len(text) > MAX_IP_LABEL:
+        raise ValidationFailed.field("ipAllowlist", f"labels are at most {MAX_IP_LABEL} characters")
+    if not text.isprintable():
+        raise ValidationFailed.field("ipAllowlist", "labels cannot hold control characters")
+    return text
+
+
+def _labels_for(allowlist: tuple[str, ...], labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels of entries on ``allowlist``, keyed as it stores them."""
+    kept: dict[str, str] = {}
+    for entry, label in labels.items():
+        (stored,) = parse_allowlist([entry])
+        if stored in allowlist and label.strip():
+            kept[stored] = _label(label.strip())
+    return kept
+
+
+def _key_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    name = name.strip()
+    if len(name) > MAX_KEY_NAME:
+        raise ValidationFailed.field("name", f"at most {MAX_KEY_NAME} characters")
+    if not name.isprintable():
+        raise ValidationFailed.field("name", "cannot hold control characters")
+    return name or None
+
+
 async def create_api_key(
     platform: Platform,
     company_id: str,
@@ -122,20 +179,24 @@ async def create_api_key(
     scopes: str | Iterable[str] = "all",
     ip_allowlist: Iterable[str] = (),
     name: str | None = None,
+    ip_labels: Mapping[str, str] | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key and its text, which is shown this once and stored only as a hash."""
+    """A new key and its text, which is shown this once and stored only as a hash.
+    ``ip_labels`` names allowlist entries (``{"203.0.113.0/24": "office"}``)."""
     raw = f"bbb_{mode}_{random_base62(KEY_RANDOM_CHARS)}"
+    allowlist = parse_allowlist(ip_allowlist)
     key = ApiKey(
         id=new_id("key"),
         company_id=company_id,
         mode=mode,
         prefix=raw[: len(f"bbb_{mode}_") + 4],
         scopes=parse_scopes(scopes),
-        ip_allowlist=parse_allowlist(ip_allowlist),
-        name=name,
+        ip_allowlist=allowlist,
+        name=_key_name(name),
         created_at=platform.now(),
         expires_at=None,
         revoked_at=None,
+        ip_labels=_labels_for(allowlist, ip_labels or {}),
     )
     async with platform.store.write() as tx:
         if await tx.get_company(company_id) is None:
@@ -144,11 +205,14 @@ async def create_api_key(
     return key, raw
 
 
-async def rotate_api_key(platform: Platform, key_id: str) -> tuple[ApiKey, str]:
-    """Issue a successor with the same scopes and allowlist; the old key lives 24 more hours."""
+async def rotate_api_key(
+    platform: Platform, key_id: str, *, company_id: str | None = None
+) -> tuple[ApiKey, str]:
+    """Issue a successor with the same scopes and allowlist; the old key lives 24 more hours.
+    With ``company_id``, a key of another company is not found."""
     async with platform.store.read() as tx:
         old = await tx.get_api_key(key_id)
-    if old is None or old.revoked_at is not None:
+    if old is None or old.revoked_at is not None or not _of(old, company_id):
         raise NotFound(f"no active key {key_id}")
     new, raw = await create_api_key(
         platform,
@@ -157,17 +221,73 @@ async def rotate_api_key(platform: Platform, key_id: str) -> tuple[ApiKey, str]:
         scopes=old.scopes,
         ip_allowlist=old.ip_allowlist,
         name=old.name,
+        ip_labels=old.ip_labels,
     )
     async with platform.store.write() as tx:
         await tx.expire_api_key(old.id, platform.now() + ROTATION_GRACE_MS)
     return new, raw
 
 
-async def revoke_api_key(platform: Platform, key_id: str) -> None:
+async def revoke_api_key(platform: Platform, key_id: str, *, company_id: str | None = None) -> None:
+    """Revoke a key at once. With ``company_id``, a key of another company is not found."""
     async with platform.store.write() as tx:
-        if await tx.get_api_key(key_id) is None:
+        key = await tx.get_api_key(key_id)
+        if key is None or not _of(key, company_id):
             raise NotFound(f"no key {key_id}")
         await tx.revoke_api_key(key_id, platform.now())
+
+
+def _of(key: ApiKey, company_id: str | None) -> bool:
+    return company_id is None or key.company_id == company_id
+
+
+async def list_keys(platform: Platform, company_id: str, mode: Mode) -> list[ApiKey]:
+    """The company's keys of ``mode``, oldest first."""
+    async with platform.store.read() as tx:
+        keys = await tx.list_api_keys(company_id)
+    return [key for key in keys if key.mode == mode]
+
+
+async def company_key(platform: Platform, company_id: str, key_id: str) -> ApiKey:
+    """The company's key ``key_id``; another company's key is not found."""
+    async with platform.store.read() as tx:
+        key = await tx.get_api_key(key_id)
+    if key is None or key.company_id != company_id:
+        raise NotFound(f"no key {key_id}")
+    return key
+
+
+async def set_allowlist(
+    platform: Platform,
+    company_id: str,
+    key_id: str,
+    entries: Iterable[str],
+    labels: Mapping[str, str] | None = None,
+) -> ApiKey:
+    """Replace the allowlist (and its labels) of the company's key; empty allows any address.
+    A revoked key's allowlist cannot change."""
+    allowlist = parse_allowlist(entries)
+    kept = _labels_for(allowlist, labels or {})
+    async with platform.store.write() as tx:
+        key = await tx.get_api_key(key_id)
+        if key is None or key.company_id != company_id:
+            raise NotFound(f"no key {key_id}")
+        if key.revoked_at is not None:
+            raise Conflict(f"key {key_id} is revoked")
+        await tx.set_api_key_allowlist(key_id, allowlist, kept)
+        changed = await tx.get_api_key(key_id)
+    assert changed is not None  # it was there a moment ago in this transaction
+    return changed
+
+
+def key_state(key: ApiKey, now: int) -> str:
+    """``active``, ``expiring`` (rotated: in its grace period, until ``expires_at``),
+    ``expired`` or ``revoked``."""
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is None:
+        return "active"
+    return "expiring" if now < key.expires_at else "expired"
 
 
 @dataclass(frozen=True, slots=True)

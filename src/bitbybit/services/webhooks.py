@@ -156,6 +156,14 @@ async def reactivate(
             raise ValidationFailed.field(
                 "recoverSince", "must be an ISO-8601 time such as 2024-01-15T10:30:00.000Z"
             ) from None
+    return await reactivate_since(platform, tenant, endpoint_id, since)
+
+
+async def reactivate_since(
+    platform: Platform, tenant: Tenant, endpoint_id: str, since: int | None
+) -> tuple[Endpoint, int]:
+    """``reactivate`` with the time to recover failed deliveries from in milliseconds (the
+    dashboard's form), or ``None`` for the held ones only."""
     now = platform.now()
     async with platform.store.write() as tx:
         endpoint = await _endpoint(tx, tenant, endpoint_id)
@@ -164,6 +172,57 @@ async def reactivate(
         await tx.update_endpoint(tenant, endpoint)
         recovered = await tx.requeue(await tx.recoverable(endpoint.id, since), now)
     return endpoint, recovered
+
+
+async def suspend_endpoint(
+    platform: Platform, tenant: Tenant, endpoint_id: str, reason: str
+) -> Endpoint:
+    """Suspend the endpoint by hand, as the worker does when it keeps failing: its pending
+    deliveries are held, and so are those of new events, until it is reactivated (which
+    re-queues them). Suspending a suspended endpoint changes nothing."""
+    now = platform.now()
+    async with platform.store.write() as tx:
+        endpoint = await _endpoint(tx, tenant, endpoint_id)
+        if endpoint.status == "suspended":
+            return endpoint
+        endpoint.status, endpoint.status_reason = "suspended", reason
+        endpoint.updated_at = max(now, endpoint.updated_at + 1)
+        await tx.update_endpoint(tenant, endpoint)
+        await tx.hold_pending(endpoint.id, now)
+    return endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    """An endpoint's attempts over a recent period: how many, how many succeeded, the last."""
+
+    attempts: int = 0
+    succeeded: int = 0
+    last: Attempt | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded attempts / attempts, or ``None`` without attempts."""
+        return None if self.attempts == 0 else self.succeeded / self.attempts
+
+
+HEALTH_WINDOW_MS = 24 * HOUR_MS
+
+
+async def endpoint_health(
+    platform: Platform, tenant: Tenant, endpoint_ids: list[str], window_ms: int = HEALTH_WINDOW_MS
+) -> dict[str, EndpointHealth]:
+    """The health of each endpoint over the last ``window_ms`` (24 hours), one query for all;
+    an endpoint without attempts in that time has an empty ``EndpointHealth``."""
+    since = platform.now() - window_ms
+    async with platform.store.read() as tx:
+        found = await tx.endpoint_health(tenant, endpoint_ids, since)
+    return {
+        endpoint_id: EndpointHealth(*found[endpoint_id])
+        if endpoint_id in found
+        else EndpointHealth()
+        for endpoint_id in endpoint_ids
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,19 @@ class EventsTx(Protocol):
     async def insert_events(self, tenant: Tenant, events: Sequence[Event]) -> None: ...
     async def get_event(self, tenant: Tenant, event_id: str) -> Event | None: ...
     async def list_events(self, tenant: Tenant, query: ListQuery) -> Page: ...
+    async def event_history(
+        self,
+        tenant: Tenant,
+        *,
+        event_type: str | None = None,
+        before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Event], bool]:
+        """Up to ``limit`` events (of ``event_type``), newest first, and whether there are
+        more beyond them: by keyset on ``(created_at, id)``, the ones older than ``before`` or
+        the ones just newer than ``after`` (more: newer still); no count, no offset."""
+        ...
 
 
 class EndpointsTx(Protocol):
@@ -159,6 +172,15 @@ class EndpointsTx(Protocol):
         the same secret encrypted afresh; False if ``old`` was no longer stored."""
         ...
 
+    async def endpoint_health(
+        self, tenant: Tenant, endpoint_ids: Sequence[str], since: int
+    ) -> dict[str, tuple[int, int, Attempt | None]]:
+        """Per endpoint of ``endpoint_ids`` with an attempt started at ``since`` or later: how
+        many attempts its deliveries had since then, how many of them succeeded (2xx, no
+        error), and the latest of them (without its response body). One query, grouped by
+        endpoint; endpoints without such attempts are absent."""
+        ...
+
 
 class DeliveriesTx(Protocol):
     """Deliveries as the API sees them: queued by the outbox, listed, retried by hand, recovered."""
@@ -177,6 +199,34 @@ class DeliveriesTx(Protocol):
         page: int = 1,
         limit: int = 100,
     ) -> Page: ...
+    async def delivery_history(
+        self,
+        tenant: Tenant,
+        *,
+        endpoint_id: str | None = None,
+        event_type: str | None = None,
+        statuses: tuple[str, ...] = (),
+        since: int | None = None,
+        until: int | None = None,
+        before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Delivery], bool]:
+        """Up to ``limit`` deliveries, newest first, created in ``[since, until)`` and matching
+        every filter given, and whether there are more beyond them: by keyset on
+        ``(created_at, id)``, the ones older than ``before`` or the ones just newer than
+        ``after`` (more: newer still). No count, no offset: on PostgreSQL each page reads
+        about a page's worth of index entries whatever the company's size."""
+        ...
+
+    async def delivery_chart(
+        self, tenant: Tenant, since: int, until: int
+    ) -> list[tuple[int, int, int]]:
+        """Per minute with deliveries created in ``[since, until)``: (the minute's start in
+        ms, deliveries created, how many of them are failing: failed, or their last attempt
+        failed), oldest first."""
+        ...
+
     async def list_attempts(self, delivery_id: str) -> list[Attempt]: ...
     async def requeue(self, delivery_ids: Sequence[str], now: int) -> int: ...
     async def recoverable(self, endpoint_id: str, since: int | None) -> list[str]: ...
@@ -328,6 +378,14 @@ class MessagingTx(Protocol):
         page: int = 1,
         limit: int = 20,
     ) -> Page: ...
+    async def list_conversations(
+        self, tenant: Tenant, *, search: str | None = None, page: int = 1, limit: int = 20
+    ) -> Page:
+        """The tenant's conversations, one per phone number, latest activity first. Each item
+        is ``(last message, last inbound time or None, customer with the number or None)``;
+        ``search`` matches the customer's name, email or number, or (digits alone) part of the
+        number."""
+        ...
 
 
 class UsersTx(Protocol):

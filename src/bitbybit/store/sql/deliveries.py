@@ -11,6 +11,8 @@ from bitbybit.ids import new_id
 from bitbybit.models import Attempt, Delivery, Endpoint, Event, Page, Tenant
 from bitbybit.store.sql.driver import Driver, Row, _in, _Where
 
+MINUTE_MS = 60_000
+
 
 def _delivery(row: Row) -> Delivery:
     return Delivery(
@@ -46,7 +48,8 @@ class DeliveriesSql:
 
     # A delivery is pending exactly while it has a row in ``delivery_queue``, which holds when it
     # is due and who leases it. The worker's frequent writes go to that narrow table; a delivery's
-    # own row changes once per attempt, and none of its indexed columns ever do.
+    # own row changes once per attempt, and of its indexed columns only the status, once: when
+    # the delivery settles (the dashboard's status filter, migration 0007).
 
     deliveries_created = False
     """Set when this transaction made deliveries pending, so the store wakes workers on commit."""
@@ -146,6 +149,80 @@ class DeliveriesSql:
             *where.args,
         )
         return Page([_delivery(row) for row in rows], total, page, limit)
+
+    async def delivery_history(
+        self,
+        tenant: Tenant,
+        *,
+        endpoint_id: str | None = None,
+        event_type: str | None = None,
+        statuses: tuple[str, ...] = (),
+        since: int | None = None,
+        until: int | None = None,
+        before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Delivery], bool]:
+        if before is not None and after is not None:
+            raise ValueError("a page is either before a cursor or after one, not both")
+        where = _Where(tenant)
+        where.conditions = ["d.company_id = $1", "d.mode = $2"]
+        if event_type is not None:
+            # The event's tenant, said again, lets PostgreSQL start from ``events_type`` when the
+            # type is rare (a few hundred events to look up) and walk ``deliveries_history``
+            # when it is common: either way a page reads about a page's worth of rows.
+            where.add("ev.company_id = $1 AND ev.mode = $2")
+            where.add(f"ev.type = {where.param(event_type)}")
+        if endpoint_id is not None:
+            where.add(f"d.endpoint_id = {where.param(endpoint_id)}")
+        if len(statuses) == 1:  # an equality, so deliveries_unsettled gives them in order
+            where.add(f"d.status = {where.param(statuses[0])}")
+        elif statuses:
+            where.add(self.db.in_texts("d.status", where.param(self.db.text_array(statuses))))
+        if statuses and "succeeded" not in statuses:  # written out, so both planners see that
+            where.add("d.status <> 'succeeded'")  # the partial deliveries_unsettled applies
+        if since is not None:
+            where.add(f"d.created_at >= {where.param(since)}")
+        if until is not None:
+            where.add(f"d.created_at < {where.param(until)}")
+        direction = "DESC"
+        if before is not None:
+            where.add(
+                f"(d.created_at, d.id) < ({where.param(before[0])}, {where.param(before[1])})"
+            )
+        elif after is not None:
+            where.add(f"(d.created_at, d.id) > ({where.param(after[0])}, {where.param(after[1])})")
+            direction = "ASC"
+        rows = await self.db.fetch(
+            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries d JOIN events ev"
+            f" ON ev.id = d.event_id WHERE {where.sql()}"
+            f" ORDER BY d.created_at {direction}, d.id {direction}"
+            f" LIMIT {where.param(limit + 1)}",
+            *where.args,
+        )
+        items = [_delivery(row) for row in rows[:limit]]
+        if after is not None:
+            items.reverse()
+        return items, len(rows) > limit
+
+    async def delivery_chart(
+        self, tenant: Tenant, since: int, until: int
+    ) -> list[tuple[int, int, int]]:
+        rows = await self.db.fetch(
+            f"SELECT created_at / {MINUTE_MS} AS minute, COUNT(*) AS deliveries,"
+            " SUM(CASE WHEN status = 'failed' OR last_error IS NOT NULL THEN 1 ELSE 0 END)"
+            " AS failures FROM deliveries WHERE company_id = $1 AND mode = $2"
+            f" AND created_at >= $3 AND created_at < $4 GROUP BY created_at / {MINUTE_MS}"
+            " ORDER BY minute",
+            tenant.company_id,
+            tenant.mode,
+            since,
+            until,
+        )
+        return [
+            (int(row["minute"]) * MINUTE_MS, int(row["deliveries"]), int(row["failures"] or 0))
+            for row in rows
+        ]
 
     async def list_attempts(self, delivery_id: str) -> list[Attempt]:
         rows = await self.db.fetch(

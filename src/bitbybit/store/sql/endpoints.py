@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from bitbybit.models import Endpoint, SealedSecrets, Tenant
+from bitbybit.models import Attempt, Endpoint, SealedSecrets, Tenant
 from bitbybit.store.sql.driver import Driver, Row, _dumps
 
 
@@ -188,3 +189,49 @@ class EndpointsSql:
         )
         await self._unqueue(endpoint_id)
         return held
+
+    async def endpoint_health(
+        self, tenant: Tenant, endpoint_ids: Sequence[str], since: int
+    ) -> dict[str, tuple[int, int, Attempt | None]]:
+        if not endpoint_ids:
+            return {}
+        # A delivery with an attempt since ``since`` was updated since then too (recording an
+        # attempt, a retry or a recovery all set ``updated_at`` to the time of it), so the
+        # condition on ``d.updated_at`` only spares looking up the attempts of older ones.
+        rows = await self.db.fetch(
+            "SELECT endpoint_id, COUNT(*) AS attempts,"
+            " SUM(CASE WHEN error IS NULL AND status_code >= 200 AND status_code < 300"
+            " THEN 1 ELSE 0 END) AS succeeded,"
+            " MAX(CASE WHEN latest = 1 THEN number END) AS number,"
+            " MAX(CASE WHEN latest = 1 THEN started_at END) AS started_at,"
+            " MAX(CASE WHEN latest = 1 THEN latency_ms END) AS latency_ms,"
+            " MAX(CASE WHEN latest = 1 THEN status_code END) AS status_code,"
+            " MAX(CASE WHEN latest = 1 THEN error END) AS error"
+            " FROM (SELECT d.endpoint_id, a.number, a.started_at, a.latency_ms, a.status_code,"
+            " a.error, ROW_NUMBER() OVER (PARTITION BY d.endpoint_id"
+            " ORDER BY a.started_at DESC, a.seq DESC) AS latest"
+            " FROM deliveries d JOIN delivery_attempts a ON a.delivery_id = d.id"
+            " WHERE d.company_id = $1 AND d.mode = $2"
+            f" AND {self.db.in_texts('d.endpoint_id', '$3')}"
+            " AND d.updated_at >= $4 AND a.started_at >= $4) AS recent"
+            " GROUP BY endpoint_id",
+            tenant.company_id,
+            tenant.mode,
+            self.db.text_array(endpoint_ids),
+            since,
+        )
+        return {
+            row["endpoint_id"]: (
+                int(row["attempts"]),
+                int(row["succeeded"] or 0),
+                Attempt(
+                    int(row["number"]),
+                    int(row["started_at"]),
+                    int(row["latency_ms"]),
+                    None if row["status_code"] is None else int(row["status_code"]),
+                    row["error"],
+                    None,
+                ),
+            )
+            for row in rows
+        }

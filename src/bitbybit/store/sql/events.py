@@ -65,3 +65,33 @@ class EventsSql(ListsSql):
             *where.args,
         )
         return Page([_event(row) for row in rows], total, query.page, query.limit)
+
+    async def event_history(
+        self,
+        tenant: Tenant,
+        *,
+        event_type: str | None = None,
+        before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Event], bool]:
+        if before is not None and after is not None:
+            raise ValueError("a page is either before a cursor or after one, not both")
+        where = _Where(tenant)
+        if event_type is not None:
+            where.add(f"type = {where.param(event_type)}")
+        direction = "DESC"
+        if before is not None:
+            where.add(f"(created_at, id) < ({where.param(before[0])}, {where.param(before[1])})")
+        elif after is not None:
+            where.add(f"(created_at, id) > ({where.param(after[0])}, {where.param(after[1])})")
+            direction = "ASC"
+        rows = await self.db.fetch(
+            f"SELECT id, type, payload, created_at FROM events WHERE {where.sql()}"
+            f" ORDER BY created_at {direction}, id {direction} LIMIT {where.param(limit + 1)}",
+            *where.args,
+        )
+        items = [_event(row) for row in rows[:limit]]
+        if after is not None:
+            items.reverse()
+        return items, len(rows) > limit

@@ -16,7 +16,8 @@ from bitbybit.models import (
     Ticket,
     WhatsAppNumber,
 )
-from bitbybit.store.sql.driver import Driver, Row, _dumps, _in, _Where
+from bitbybit.store.sql.customers import _customer
+from bitbybit.store.sql.driver import Driver, Row, _dumps, _in, _Where, like_pattern
 
 
 def _number(row: Row) -> WhatsAppNumber:
@@ -95,6 +96,42 @@ _MESSAGE_COLUMNS = (
     " template_source, params, source, status, error_code, error_message, wa_id, job_id,"
     " created_at, updated_at"
 )
+
+_CUSTOMER_FIELDS = (
+    "id",
+    "email",
+    "phone_number",
+    "first_name",
+    "last_name",
+    "image_url",
+    "tags",
+    "addresses",
+    "source",
+    "created_at",
+    "updated_at",
+)
+_CONVERSATIONS = (
+    "convo AS (SELECT phone, MAX(created_at) AS last_at"
+    " FROM messages WHERE company_id = $1 AND mode = $2 GROUP BY phone)"
+)
+"""Each number the tenant has messages with and the time of its latest message (an index-only
+scan of ``messages_conversation``)."""
+_WITH_CUSTOMER = (
+    "convo LEFT JOIN customers c"
+    " ON c.company_id = $1 AND c.mode = $2 AND c.phone_number = convo.phone"
+)
+_LAST_INBOUND = (
+    "(SELECT MAX(inbound.created_at) FROM messages inbound WHERE inbound.company_id = $1"
+    " AND inbound.mode = $2 AND inbound.phone = found.convo_phone AND inbound.direction = 'in')"
+)
+"""When the customer of ``found.convo_phone`` last wrote (their service window opens then)."""
+_LAST_MESSAGE = (
+    "(SELECT latest.id FROM messages latest WHERE latest.company_id = $1 AND latest.mode = $2"
+    " AND latest.phone = found.convo_phone ORDER BY latest.created_at DESC, latest.id DESC"
+    " LIMIT 1)"
+)
+"""The id of the last message of the conversation ``found.convo_phone`` (by the
+``messages_conversation`` index)."""
 
 
 class MessagingSql:
@@ -566,6 +603,71 @@ class MessagingSql:
         return await self._paged(
             "messages", _MESSAGE_COLUMNS, where, "created_at DESC, id DESC", page, limit, _message
         )
+
+    async def list_conversations(
+        self, tenant: Tenant, *, search: str | None = None, page: int = 1, limit: int = 20
+    ) -> Page:
+        """The tenant's conversations (one per phone number), latest activity first; each item
+        is (the last message, when the customer last wrote or ``None``, the customer who has
+        the number or ``None``). ``search`` matches the customer's name, email or number, or
+        (digits alone, a national number's leading 0 aside) part of the number.
+
+        One statement: the numbers and their latest times from the ``messages_conversation``
+        index, the customer by the number, the page, then each number's last message by the
+        same index; the total rides along as a window count (a second statement counts only
+        when the page is past the end)."""
+        where, args = self._conversation_search(tenant, search)
+        size, offset = f"${len(args) + 1}", f"${len(args) + 2}"
+        customer = ", ".join(f"c.{name} AS c_{name}" for name in _CUSTOMER_FIELDS)
+        message = ", ".join(f"m.{name}" for name in _MESSAGE_COLUMNS.split(", "))
+        rows = await self.db.fetch(
+            f"WITH {_CONVERSATIONS}, found AS (SELECT convo.phone AS convo_phone, convo.last_at,"
+            f" {customer}, COUNT(*) OVER () AS total FROM {_WITH_CUSTOMER}"
+            f" WHERE {where} ORDER BY convo.last_at DESC, convo.phone DESC"
+            f" LIMIT {size} OFFSET {offset})"
+            f" SELECT found.*, {_LAST_INBOUND} AS last_in, {message}"
+            f" FROM found JOIN messages m ON m.id = {_LAST_MESSAGE}"
+            " ORDER BY found.last_at DESC, found.convo_phone DESC",
+            *args,
+            limit,
+            (page - 1) * limit,
+        )
+        if rows:
+            total = int(rows[0]["total"])
+        elif page > 1:
+            count = await self.db.fetchrow(
+                f"WITH {_CONVERSATIONS} SELECT COUNT(*) AS n FROM {_WITH_CUSTOMER} WHERE {where}",
+                *args,
+            )
+            total = 0 if count is None else int(count["n"])
+        else:
+            total = 0
+        items = [
+            (
+                _message(row),
+                None if row["last_in"] is None else int(row["last_in"]),
+                None
+                if row["c_id"] is None
+                else _customer({name: row[f"c_{name}"] for name in _CUSTOMER_FIELDS}),
+            )
+            for row in rows
+        ]
+        return Page(items, total, page, limit)
+
+    @staticmethod
+    def _conversation_search(tenant: Tenant, search: str | None) -> tuple[str, list[Any]]:
+        args: list[Any] = [tenant.company_id, tenant.mode]
+        text = (search or "").strip()
+        if not text:
+            return "1 = 1", args
+        args.append(like_pattern(text))
+        conditions = [f"c.search_text LIKE ${len(args)} ESCAPE '\\'"]
+        # a national number's trunk prefix (0812… for +62812…) is not in the E.164 form
+        digits = "".join(char for char in text if char.isdigit()).lstrip("0")
+        if digits and all(char.isdigit() or char in " +-().\u00a0" for char in text):
+            args.append(f"%{digits}%")
+            conditions.append(f"convo.phone LIKE ${len(args)}")
+        return "(" + " OR ".join(conditions) + ")", args
 
     async def _paged(
         self,

@@ -97,5 +97,8 @@ class OrdersSql(ListsSql):
     async def list_orders(self, tenant: Tenant, query: ListQuery) -> Page:
         where = _Where(tenant)
         self._common_filters(where, query)
+        customer_ids = query.filters.get("customer_id")
+        if customer_ids:
+            where.add(f"customer_id IN ({', '.join(where.param(v) for v in customer_ids)})")
         rows, total = await self._page("orders", self._ORDER_COLUMNS, where, query)
         return Page([_order(row) for row in rows], total, query.page, query.limit)

@@ -32,3 +32,19 @@ CREATE INDEX dashboard_sessions_user ON dashboard_sessions (user_id);
 
 -- A label per allowlist entry ({"203.0.113.0/24": "office"}); entries without one are absent.
 ALTER TABLE api_keys ADD COLUMN ip_labels TEXT NOT NULL DEFAULT '{}';
+
+-- The delivery and event history the dashboard pages through, newest first, by keyset
+-- ((created_at, id) after or before a cursor: never OFFSET, never COUNT over the big table).
+-- A tenant's deliveries in time order: the unfiltered list, a time range, the chart.
+CREATE INDEX deliveries_history ON deliveries (company_id, mode, created_at, id);
+-- The status filter for the few (pending, failed, held); succeeded, the bulk, is read from
+-- deliveries_history. An indexed status makes the update that settles a delivery (pending to
+-- succeeded or failed) a non-HOT update on PostgreSQL, where before it could be HOT (ADR 0004;
+-- retries keep their status and stay HOT). Measured: recording results in batches of 500
+-- took 29-33 microseconds a delivery, against 27-31 without this index. Without it, a status
+-- with few or no rows would be looked for by reading the company's deliveries, or everyone's.
+CREATE INDEX deliveries_unsettled ON deliveries (company_id, mode, status, created_at, id)
+    WHERE status <> 'succeeded';
+-- Events of one type, newest first; the deliveries of a rare type are found from here
+-- through deliveries_event, those of a common one by walking deliveries_history.
+CREATE INDEX events_type ON events (company_id, mode, type, created_at, id);
