@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import Hooks, Live, screenshot
+from tests.e2e.conftest import Hooks, Live, screenshot, sign_in
 
 
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
@@ -157,3 +157,22 @@ def test_signing_out_ends_the_session(page: Page, live: Live) -> None:
     expect(page).to_have_url(re.compile(r"/dashboard/login"))
     page.goto("/dashboard/keys")
     expect(page).to_have_url(re.compile(r"/dashboard/login\?next="))
+
+
+def test_the_basic_flows_work_without_javascript(browser: Browser, live: Live) -> None:
+    context = browser.new_context(base_url=live.base_url, java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, live, live.admin_email)
+    page.goto("/dashboard/keys")
+    page.get_by_label("Name", exact=True).fill("No-JS key")
+    page.get_by_label("All scopes").check()
+    page.get_by_role("button", name="Create key").click()
+    assert page.locator("#new-key").inner_text().strip().startswith("bbb_live_")
+    page.goto("/dashboard/deliveries?status=failed")
+    expect(page.get_by_role("heading", name="Deliveries", exact=True)).to_be_visible()
+    page.get_by_label("Status").select_option("succeeded")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"status=succeeded"))
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/dashboard/login$"))
+    context.close()
