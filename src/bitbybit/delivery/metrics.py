@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
@@ -27,3 +30,39 @@ RESULTS_DROPPED = Counter(
 )
 SUSPENSIONS = Counter("bitbybit_endpoint_suspensions_total", "Endpoints suspended")
 OUTCOME_NAMES = {"succeeded": "succeeded", "pending": "retrying", "failed": "failed"}
+
+QUEUE_TARGETS_SHOWN = 100
+"""The per-target queue gauges name at most this many targets (those with the most pending), so
+a platform with thousands of endpoints keeps a bounded number of series."""
+TARGET_PENDING = Gauge(
+    "bitbybit_queue_pending",
+    "Pending jobs per target (an endpoint id for webhooks), due or not; the targets with the"
+    " most pending only",
+    ["target"],
+)
+TARGET_OLDEST_SECONDS = Gauge(
+    "bitbybit_queue_oldest_pending_seconds",
+    "Age of the target's oldest pending job, since it was created",
+    ["target"],
+)
+_shown: set[str] = set()
+"""The targets the per-target gauges name now."""
+
+
+def show_targets(stats: Sequence[tuple[str, int, int | None]], now: int) -> None:
+    """Set the per-target gauges from ``(target, pending, oldest created at)`` (the store's
+    ``queue_stats_by_target``) and remove the targets no longer in it: one that emptied (or fell
+    out of the busiest) disappears rather than showing its last value for ever."""
+    current: set[str] = set()
+    for target, pending, oldest in stats:
+        current.add(target)
+        TARGET_PENDING.labels(target).set(pending)
+        TARGET_OLDEST_SECONDS.labels(target).set(
+            0 if oldest is None else max(0, now - oldest) / 1000
+        )
+    for target in _shown - current:
+        for gauge in (TARGET_PENDING, TARGET_OLDEST_SECONDS):
+            with contextlib.suppress(KeyError):  # removed already (another worker in a test)
+                gauge.remove(target)
+    _shown.clear()
+    _shown.update(current)

@@ -486,16 +486,21 @@ class Worker:
 
     async def _stats_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                async with self.store.read() as tx:
-                    stats = await tx.queue_stats(self.clock())
-            except BitbybitError:
-                pass
-            else:
-                metrics.QUEUE_PENDING.set(stats.pending)
-                metrics.QUEUE_DUE.set(stats.due)
-                oldest = stats.oldest_due_at
-                age = 0 if oldest is None else (self.clock() - oldest) / 1000
-                metrics.OLDEST_DUE_SECONDS.set(age)
+            await self.update_stats()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATS_SECONDS)
+
+    async def update_stats(self) -> None:
+        """Set the queue gauges: the whole queue's, and each busiest target's (one read)."""
+        now = self.clock()
+        try:
+            async with self.store.read() as tx:
+                stats = await tx.queue_stats(now)
+                targets = await tx.queue_stats_by_target(metrics.QUEUE_TARGETS_SHOWN)
+        except BitbybitError:
+            return
+        metrics.QUEUE_PENDING.set(stats.pending)
+        metrics.QUEUE_DUE.set(stats.due)
+        oldest = stats.oldest_due_at
+        metrics.OLDEST_DUE_SECONDS.set(0 if oldest is None else (now - oldest) / 1000)
+        metrics.show_targets(targets, now)

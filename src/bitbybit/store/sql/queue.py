@@ -272,3 +272,25 @@ class QueueSql:
         if row is None:
             return QueueStats(0, 0, None)
         return QueueStats(int(row["pending"]), int(row["due"] or 0), row["oldest"])
+
+    async def queue_stats_by_target(self, limit: int) -> list[tuple[str, int, int | None]]:
+        """The ``limit`` targets with the most pending jobs (due or not), most first: each with
+        its pending count and when its oldest pending job was created (ms; ``None`` if that job
+        is gone meanwhile). One statement: the queue grouped by target, and only each target's
+        oldest job (the smallest id: ids begin with their creation time) looked up by key."""
+        rows = await self.db.fetch(
+            "WITH t AS (SELECT target, COUNT(*) AS pending, MIN(delivery_id) AS first"
+            " FROM delivery_queue GROUP BY target ORDER BY pending DESC, target LIMIT $1)"
+            " SELECT t.target, t.pending, COALESCE(d.created_at, j.created_at) AS oldest"
+            " FROM t LEFT JOIN deliveries d ON d.id = t.first LEFT JOIN jobs j ON j.id = t.first"
+            " ORDER BY t.pending DESC, t.target",
+            limit,
+        )
+        return [
+            (
+                row["target"],
+                int(row["pending"]),
+                None if row["oldest"] is None else int(row["oldest"]),
+            )
+            for row in rows
+        ]
