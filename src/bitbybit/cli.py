@@ -390,6 +390,7 @@ def worker(
     from bitbybit.channels import delivery_worker
     from bitbybit.delivery.metrics_server import serving_metrics
     from bitbybit.services.idempotency import pruning
+    from bitbybit.services.retention import retaining
 
     async def work(platform: Platform) -> None:
         stop = asyncio.Event()
@@ -398,7 +399,11 @@ def worker(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopper, signum)
         _freeze_startup_objects()
-        async with serving_metrics(platform.settings.metrics_address), pruning(platform):
+        async with (
+            serving_metrics(platform.settings.metrics_address),
+            pruning(platform),
+            retaining(platform),
+        ):
             await delivery_worker(platform, max(concurrency, 1)).run(stop)
 
     _run(database_url, work, fast_loop=True)
@@ -878,6 +883,63 @@ def events_list(
         _rows(shown, as_json)
     else:
         _rows([{k: e[k] for k in ("id", "type", "createdAt")} for e in shown], as_json)
+
+
+@events_app.command("export")
+def events_export(
+    company: Company,
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since",
+            metavar="TIME",
+            help="From then on: an ISO-8601 time, or a duration ago (7d, 12h, P7D)",
+        ),
+    ],
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", metavar="TIME", help="Before then (exclusive); same forms as --since"
+        ),
+    ] = None,
+    test: TestMode = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write a company's events to standard output as JSON Lines, oldest first: one event a
+    line, as the API shows it (``id``, ``type``, ``createdAt``, ``payload``), read a page at a
+    time. Take it before retention removes them (docs/retention.md): ``bitbybit events export
+    --company ID --since 30d > events.jsonl``."""
+    import os
+
+    from bitbybit.clock import system_clock
+    from bitbybit.services import payloads
+    from bitbybit.services.retention import export_events, point_in_time
+
+    now = system_clock()
+    try:
+        start = point_in_time(since, now, "since")
+        end = None if until is None else point_in_time(until, now, "until")
+    except BitbybitError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    tenant = _tenant(company, test)
+    out = sys.stdout.buffer
+
+    async def work(platform: Platform) -> int:
+        written = 0
+        async for event in export_events(platform, tenant, start, end):
+            out.write(orjson.dumps(payloads.event(event), option=orjson.OPT_APPEND_NEWLINE))
+            written += 1
+        out.flush()
+        return written
+
+    try:
+        written = _run(database_url, work)
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to write to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        typer.echo("error: standard output was closed before the export ended", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"exported {written} events", err=True)
 
 
 DELIVERY_COLUMNS = ("id", "status", "eventType", "eventId", "endpointId", "attemptCount")

@@ -339,6 +339,17 @@ class Settings(BaseSettings):
         "failed dashboard sign-ins a minute per account and per client address, per process,"
         " before further tries are slowed (answered 429 with `Retry-After`)",
     )
+    retention_days: WholeOrZero = _setting(
+        30,
+        "days events, their deliveries and attempts, and settled messaging jobs are kept;"
+        " work in flight is kept until it settles; `0` keeps everything (see"
+        " [retention.md](retention.md))",
+    )
+    retention_every: Seconds = _setting(
+        3600.0,
+        "seconds between retention runs of each `serve` and `worker` (one at a time across"
+        " processes on PostgreSQL)",
+    )
     metrics_address: Annotated[tuple[str, int] | None, BeforeValidator(_address)] = _setting(
         None,
         "`host:port` (`[v6]:port`) where `serve` and `worker` serve `/metrics` on their own,"

@@ -319,6 +319,37 @@ async def _seed_v6(db: Driver, version: int) -> None:
     )
 
 
+async def _seed_v7(db: Driver, version: int) -> None:
+    # A settled job with its attempt when retention arrives (version 8, jobs_created): old
+    # enough to be removed, as the pending job of v5 is not.
+    await db.execute(
+        "INSERT INTO jobs (id, kind, target, company_id, mode, payload, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "job_seed_done",
+        "whatsapp",
+        "sandbox:co_seed:live",
+        "co_seed",
+        "live",
+        b"{}",
+        "succeeded",
+        1,
+        T0,
+        T0,
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO job_attempts (job_id, number, started_at, latency_ms, status_code, worker)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "job_seed_done",
+        1,
+        T0,
+        5,
+        200,
+        "worker-seed",
+    )
+
+
 SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     1: _seed_v1,
     2: _seed_v2,
@@ -326,6 +357,7 @@ SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     4: _seed_v4,
     5: _seed_v5,
     6: _seed_v6,
+    7: _seed_v7,
 }
 
 
@@ -413,6 +445,12 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
             assert await tx.list_whatsapp_numbers("co_seed") == []
         assert job is not None
         assert (job.kind, job.status) == ("whatsapp", "pending")
+    if version >= 7:  # retention removes the settled job and its attempt, not the pending one
+        async with empty_store.write() as tx:
+            swept = await tx.sweep_jobs(T0 + 1, None, 10)
+            assert await tx.get_job(LIVE, "job_seed") is not None
+            assert await tx.get_job(LIVE, "job_seed_done") is None
+        assert dict(swept.removed) == {"jobs": 1, "job_attempts": 1}
 
 
 def test_every_version_but_the_newest_has_seed_data() -> None:

@@ -57,6 +57,8 @@ VARIABLES = {
     "BITBYBIT_SESSION_IDLE",
     "BITBYBIT_SESSION_MAX_AGE",
     "BITBYBIT_LOGIN_FAILURE_LIMIT",
+    "BITBYBIT_RETENTION_DAYS",
+    "BITBYBIT_RETENTION_EVERY",
 }
 """Every variable ``Settings.from_env`` reads. A new one belongs here, with tests below."""
 
@@ -76,6 +78,7 @@ SECONDS = {
     "BITBYBIT_WHATSAPP_COEX_PACE": ("whatsapp_coex_pace", 20.0),
     "BITBYBIT_SESSION_IDLE": ("session_idle", 1800.0),
     "BITBYBIT_SESSION_MAX_AGE": ("session_max_age", 604800.0),
+    "BITBYBIT_RETENTION_EVERY": ("retention_every", 3600.0),
 }
 
 
@@ -319,6 +322,18 @@ def test_graph_url_loses_its_trailing_slash_and_the_pair_interval_may_be_zero() 
     assert settings.whatsapp_pair_interval == 0.0
     assert "zero or more" in refusal({"BITBYBIT_WHATSAPP_PAIR_INTERVAL": "-1"})
     assert "zero or more" in refusal({"BITBYBIT_WHATSAPP_PAIR_INTERVAL": "inf"})
+
+
+def test_retention_days_are_whole_and_zero_keeps_everything() -> None:
+    assert Settings.from_env({}).retention_days == 30
+    assert Settings.from_env({"BITBYBIT_RETENTION_DAYS": "90"}).retention_days == 90
+    assert Settings.from_env({"BITBYBIT_RETENTION_DAYS": "0"}).retention_days == 0
+    assert refusal({"BITBYBIT_RETENTION_DAYS": "-1"}) == (
+        "BITBYBIT_RETENTION_DAYS must be zero or more, got -1"
+    )
+    assert refusal({"BITBYBIT_RETENTION_DAYS": "1.5"}) == (
+        "BITBYBIT_RETENTION_DAYS must be a whole number, got '1.5'"
+    )
 
 
 # the server's own options ----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from bitbybit.logs import configure_logging
 from bitbybit.runtime import Platform
 from bitbybit.services.access import FailedAuthLimiter
 from bitbybit.services.idempotency import pruning
+from bitbybit.services.retention import retaining
 
 CUSTOMER_PREFIXES = ("/customer/open/v1", "/customer/api/open/v1")
 WHATSAPP_PREFIXES = ("/whatsapp/open/v1", "/whatsapp/api/open/v1")
@@ -68,6 +69,7 @@ def create_app(
             async with (
                 serving_metrics(settings.metrics_address),
                 pruning(the_platform),
+                retaining(the_platform),
                 _delivering(app, the_platform, worker_concurrency),
             ):
                 yield

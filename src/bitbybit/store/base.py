@@ -9,8 +9,9 @@ service or a test double can ask for the part it uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bitbybit.models import (
@@ -127,7 +128,35 @@ class EventsTx(Protocol):
     async def insert_event(self, tenant: Tenant, event: Event) -> None: ...
     async def insert_events(self, tenant: Tenant, events: Sequence[Event]) -> None: ...
     async def get_event(self, tenant: Tenant, event_id: str) -> Event | None: ...
-    async def list_events(self, tenant: Tenant, query: ListQuery) -> Page: ...
+    async def list_events(self, tenant: Tenant, query: ListQuery) -> Page:
+        """A page of the tenant's events in the Open API's order (newest first: by creation
+        time, then the order they were written), and the exact count of all that match. The
+        count reads an index alone; the rows ``OFFSET`` skips are found by their place alone."""
+        ...
+
+    async def event_position(self, tenant: Tenant, event_id: str) -> tuple[int, int] | None:
+        """Where the tenant's event ``event_id`` stands in the Open API's order (an opaque
+        place for ``events_from``), or ``None`` if the tenant has no such event."""
+        ...
+
+    async def events_from(
+        self,
+        tenant: Tenant,
+        *,
+        types: tuple[str, ...] = (),
+        since: int | None = None,
+        until: int | None = None,
+        before: tuple[int, int] | None = None,
+        after: tuple[int, int] | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Event], bool]:
+        """Up to ``limit`` events in ``list_events``'s order, of one of ``types`` (any when
+        empty) created in ``[since, until]`` (both inclusive, as ``list_events``), and whether
+        there are more beyond them: the newest, the ones just older than the place ``before`` or
+        the ones just newer than ``after`` (more: newer still), each from ``event_position``.
+        No count, no offset."""
+        ...
+
     async def event_history(
         self,
         tenant: Tenant,
@@ -198,7 +227,20 @@ class DeliveriesTx(Protocol):
         statuses: tuple[str, ...] = (),
         page: int = 1,
         limit: int = 100,
-    ) -> Page: ...
+    ) -> Page:
+        """A page of the tenant's deliveries (of the endpoint, of the event, in one of
+        ``statuses``), newest first by ``(created_at, id)``, and the exact count of all that
+        match. With ``endpoint_id`` the count and the rows ``OFFSET`` skips read the endpoint's
+        index alone."""
+        ...
+
+    async def delivery_position(
+        self, tenant: Tenant, delivery_id: str, *, endpoint_id: str | None = None
+    ) -> tuple[int, str] | None:
+        """``(created_at, id)`` of the tenant's delivery ``delivery_id`` (of ``endpoint_id``
+        when given): its place for ``delivery_history``; ``None`` if there is no such one."""
+        ...
+
     async def delivery_history(
         self,
         tenant: Tenant,
@@ -281,6 +323,11 @@ class QueueTx(Protocol):
         ...
 
     async def queue_stats(self, now: int) -> QueueStats: ...
+    async def queue_stats_by_target(self, limit: int) -> list[tuple[str, int, int | None]]:
+        """``(target, pending, oldest created at)`` for the ``limit`` targets with the most
+        pending jobs (due or not), most first; targets with none are absent. The oldest is the
+        creation time (ms) of the target's oldest pending job, ``None`` if unknown."""
+        ...
 
 
 class MessagingTx(Protocol):
@@ -409,6 +456,59 @@ class UsersTx(Protocol):
     async def prune_sessions(self, now: int, idle_before: int, limit: int) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """One batch of retention (``RetentionTx``): the rows removed, per table, and where the
+    next batch goes on from."""
+
+    removed: Mapping[str, int] = field(default_factory=dict)
+    """Rows removed per table (``events``, ``deliveries``, ``delivery_attempts``, ``jobs``,
+    ``job_attempts``); a table with none may be absent."""
+    last: tuple[int, str] | None = None
+    """``(created_at, id)`` of the last row looked at, kept or removed (``None``: none was)."""
+    more: bool = False
+    """As many rows were looked at as the batch allows: there may be more before the cutoff."""
+
+
+class RetentionTx(Protocol):
+    """What retention removes, a bounded batch per transaction (``services.retention``): old
+    events with their deliveries and attempts, old settled jobs of other channels with theirs;
+    and the export of events an operator takes before they go.
+
+    Work in flight is never removed: an event stays while any of its deliveries is pending
+    (queued) or held, or was attempted or changed at or after the cutoff; a job stays while it
+    is pending (queued) or was attempted at or after the cutoff. Every batch checks this again
+    under row locks (PostgreSQL: rows another transaction holds are skipped for this run), so a
+    delivery retried or replayed while the batch runs is kept."""
+
+    async def sweep_events(
+        self, tenant: Tenant, cutoff: int, after: tuple[int, str] | None, limit: int
+    ) -> Swept:
+        """Look at up to ``limit`` of the tenant's events created before ``cutoff`` (oldest
+        first, those after ``after`` in ``(created_at, id)`` order) and remove the ones
+        nothing keeps, with their deliveries and the deliveries' attempts."""
+        ...
+
+    async def sweep_jobs(self, cutoff: int, after: tuple[int, str] | None, limit: int) -> Swept:
+        """Look at up to ``limit`` jobs (of every company) created before ``cutoff``, oldest
+        first after ``after``, and remove the settled ones with their attempts. Messages that
+        name a removed job keep their content and status (``job_id`` is not a reference)."""
+        ...
+
+    async def export_events(
+        self,
+        tenant: Tenant,
+        since: int,
+        until: int | None,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> list[Event]:
+        """Up to ``limit`` of the tenant's events created in ``[since, until)`` (no upper bound
+        for ``None``), oldest first by ``(created_at, id)``, those after ``after``: one page of
+        an export; no count, no offset."""
+        ...
+
+
 class Tx(
     AccountsTx,
     IdempotencyTx,
@@ -422,6 +522,7 @@ class Tx(
     QueueTx,
     MessagingTx,
     UsersTx,
+    RetentionTx,
     Protocol,
 ):
     """One transaction. Leaving the ``write()`` block normally commits, an exception rolls back."""
@@ -479,6 +580,13 @@ class Store(Protocol):
         requests. (PostgreSQL: one statement, so the counter's row is locked for the statement
         alone, not across round trips to a busy client.)
         """
+        ...
+
+    def exclusively(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Whether this process may run the periodic job ``name`` alone while the block runs:
+        on PostgreSQL a session advisory lock (``pg_try_advisory_lock``, on a connection of its
+        own, per schema), False at once when another process holds it, released when the block
+        ends or the process dies; on SQLite always True (its writers take turns anyway)."""
         ...
 
     async def migrate(self, target: int | None = None) -> list[str]:

@@ -670,6 +670,31 @@ class PostgresStore:
         finally:
             await self._release(pool, driver)
 
+    @asynccontextmanager
+    async def exclusively(self, name: str) -> AsyncIterator[bool]:
+        # A session lock outlives the transactions of the block, so it lives on a connection of
+        # its own, never a pooled one (the pool keeps session state across uses: a lock left on
+        # it would be held by whatever borrowed it next). Closing the connection releases it; so
+        # does the server when the process dies. The key names the schema, so databases in
+        # other schemas (the tests') do not skip each other.
+        with _translated:
+            connection = await asyncpg.connect(
+                self.url, timeout=self.timeout, server_settings=self._session_settings()
+            )
+        try:
+            with _translated:
+                mine = await connection.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1 || ':' || current_schema(),"
+                    " 0))",
+                    f"bitbybit.{name}",
+                )
+            yield bool(mine)
+        finally:
+            try:
+                await asyncio.wait_for(connection.close(), self.timeout)
+            except _DRIVER_ERRORS:  # a time limit is an OSError too
+                connection.terminate()
+
     async def schema_version(self) -> int:
         async with self._transaction(readonly=True) as tx:
             exists = await tx.db.fetchrow("SELECT to_regclass('schema_migrations') AS name")

@@ -22,6 +22,7 @@ from bitbybit.store.sql.messaging import MessagingSql
 from bitbybit.store.sql.orders import OrdersSql
 from bitbybit.store.sql.products import ProductsSql
 from bitbybit.store.sql.queue import QueueSql, job_from_row, succeeded_endpoints
+from bitbybit.store.sql.retention import RetentionSql
 from bitbybit.store.sql.users import UsersSql
 
 __all__ = [
@@ -49,6 +50,7 @@ class SqlTx(
     QueueSql,
     MessagingSql,
     UsersSql,
+    RetentionSql,
 ):
     """Implements ``store.base.Tx`` over a ``Driver``."""
 
