@@ -59,6 +59,7 @@ UNIQUE = itertools.count()
 STATEFUL_VALIDITY = (
     *("createOrder", "replayEvent", "sendMessage", "sendTemplate", "createWebhook"),
     *("updateWebhook", "createCustomer", "updateCustomer", "listMessages"),
+    *("listEvents", "listDeliveries"),  # a cursor with `page` is refused (docs/api.md)
 )
 """Operations whose schema-valid requests the server may still refuse (see ``CONFIG``)."""
 LAX_TYPES = (

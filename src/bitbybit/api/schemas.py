@@ -36,6 +36,24 @@ class Meta(BaseModel):
     hasNextPage: bool
 
 
+class CursorMeta(BaseModel):
+    """The `meta` of a page asked for by cursor (`startingAfter` or `endingBefore`): nothing
+    is counted."""
+
+    limit: int
+    hasMore: bool = Field(
+        description="More objects beyond this page in the direction paged: older ones after "
+        "`startingAfter` (page on with `startingAfter` = the last object's id), newer ones "
+        "before `endingBefore` (page on with `endingBefore` = the first object's id)"
+    )
+
+
+PAGED_META = (
+    "`{page, limit, total, hasNextPage}` for a page by number (`page`, or no cursor); "
+    "`{limit, hasMore}` for a page by cursor"
+)
+
+
 class Address(BaseModel):
     id: str
     firstName: str | None
@@ -272,7 +290,7 @@ class DeliveryDetailEnvelope(BaseModel):
 
 class DeliveryList(BaseModel):
     data: list[DeliveryOut]
-    meta: Meta
+    meta: Meta | CursorMeta = Field(description=PAGED_META)
 
 
 class EventOut(BaseModel):
@@ -288,7 +306,7 @@ class EventDetail(EventOut):
 
 class EventList(BaseModel):
     data: list[EventOut]
-    meta: Meta
+    meta: Meta | CursorMeta = Field(description=PAGED_META)
 
 
 class EventDetailEnvelope(BaseModel):

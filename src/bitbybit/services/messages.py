@@ -424,6 +424,7 @@ async def receive(platform: Platform, tx: Tx, tenant: Tenant, inbound: Inbound) 
         customer = await customers.insert(platform, tx, tenant, data, source="whatsapp")
         message.customer_id = customer.id
         await tx.update_messages([(tenant, message)])
+        now = max(now, customer.created_at)  # its event after the customer's, in time too
     await events.record(tx, tenant, "message.received", received_payload(message), now)
     return message
 

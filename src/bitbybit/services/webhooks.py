@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -21,6 +21,7 @@ from bitbybit.services.samples import SAMPLES
 from bitbybit.store import Tx
 
 MAX_ENDPOINTS = 10
+T = TypeVar("T")
 HOUR_MS = 60 * 60 * 1000
 
 
@@ -275,8 +276,81 @@ async def send_test(
 
 
 async def list_events(platform: Platform, tenant: Tenant, query: ListQuery) -> Page:
+    """A page of events by number, with the exact count of all that match (``total``)."""
     async with platform.store.read(snapshot=True) as tx:
         return await tx.list_events(tenant, query)
+
+
+@dataclass(frozen=True, slots=True)
+class ListCursor:
+    """Where a list paged by cursor goes on from, as Stripe's lists do: the page just older than
+    the object ``starting_after`` (further down the list, which is newest first), or just newer
+    than ``ending_before``; neither: the newest page. Either is the id of an object of the list
+    the client was shown."""
+
+    starting_after: str | None = None
+    ending_before: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.starting_after is not None and self.ending_before is not None:
+            raise ValidationFailed.field(
+                "endingBefore", "give startingAfter or endingBefore, not both"
+            )
+
+    @property
+    def id(self) -> str | None:
+        return self.starting_after or self.ending_before
+
+    @property
+    def parameter(self) -> str:
+        return "startingAfter" if self.starting_after is not None else "endingBefore"
+
+    def around(self, place: T | None) -> tuple[T | None, T | None]:
+        """``place`` (the cursor object's) as the store's ``before``/``after``."""
+        return (place, None) if self.starting_after is not None else (None, place)
+
+
+@dataclass(frozen=True, slots=True)
+class CursorPage:
+    """A page of a list paged by cursor: its items in the list's order (newest first) and
+    whether there are more beyond them, in the direction paged (older after ``startingAfter``
+    and on the newest page, newer before ``endingBefore``). Nothing is counted."""
+
+    items: list[Any]
+    limit: int
+    has_more: bool
+
+
+async def list_events_by_cursor(
+    platform: Platform,
+    tenant: Tenant,
+    cursor: ListCursor,
+    *,
+    event_type: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    limit: int = 20,
+) -> CursorPage:
+    """A page of events in ``list_events``'s order, next to the cursor's event (which need not
+    match the filters, so a client may narrow them as it goes). ``since`` and ``until`` are
+    milliseconds, both inclusive. An event id that is not the tenant's is not found (404)."""
+    async with platform.store.read() as tx:
+        place = None
+        if cursor.id is not None:
+            place = await tx.event_position(tenant, cursor.id)
+            if place is None:
+                raise NotFound(f"{cursor.parameter}: no event {cursor.id}")
+        before, after = cursor.around(place)
+        items, more = await tx.events_from(
+            tenant,
+            types=() if event_type is None else (event_type,),
+            since=since,
+            until=until,
+            before=before,
+            after=after,
+            limit=limit,
+        )
+    return CursorPage(items, limit, more)
 
 
 async def get_event(
@@ -338,11 +412,45 @@ async def list_deliveries(
     page: int,
     limit: int,
 ) -> Page:
+    """A page of the endpoint's deliveries by number, with the exact count of all that match."""
     async with platform.store.read(snapshot=True) as tx:
         await _endpoint(tx, tenant, endpoint_id)
         return await tx.list_deliveries(
             tenant, endpoint_id=endpoint_id, statuses=statuses, page=page, limit=limit
         )
+
+
+async def list_deliveries_by_cursor(
+    platform: Platform,
+    tenant: Tenant,
+    endpoint_id: str,
+    statuses: tuple[str, ...],
+    cursor: ListCursor,
+    limit: int = 20,
+) -> CursorPage:
+    """A page of the endpoint's deliveries in ``list_deliveries``'s order, next to the cursor's
+    delivery, which must be one of the endpoint's (404 otherwise) but need not be in
+    ``statuses`` any longer: a delivery that settled while a client paged still marks its
+    place."""
+    async with platform.store.read() as tx:
+        await _endpoint(tx, tenant, endpoint_id)
+        place = None
+        if cursor.id is not None:
+            place = await tx.delivery_position(tenant, cursor.id, endpoint_id=endpoint_id)
+            if place is None:
+                raise NotFound(
+                    f"{cursor.parameter}: no delivery {cursor.id} to webhook endpoint {endpoint_id}"
+                )
+        before, after = cursor.around(place)
+        items, more = await tx.delivery_history(
+            tenant,
+            endpoint_id=endpoint_id,
+            statuses=statuses,
+            before=before,
+            after=after,
+            limit=limit,
+        )
+    return CursorPage(items, limit, more)
 
 
 async def get_delivery(

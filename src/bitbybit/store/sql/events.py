@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from bitbybit.models import Event, ListQuery, Page, Tenant
 from bitbybit.store.sql.driver import ListsSql, Row, _Where
 
+_NEWEST_FIRST = "created_at DESC, seq DESC"
+"""The Open API's order of events: newest first, those of one instant (one transaction's) in the
+order they were written."""
+
 
 def _event(row: Row) -> Event:
     return Event(
@@ -52,19 +56,75 @@ class EventsSql(ListsSql):
     async def list_events(self, tenant: Tenant, query: ListQuery) -> Page:
         where = _Where(tenant)
         self._common_filters(where, query)
-        sorted_query = ListQuery(query.page, query.limit, sort_field="created_at", sort_desc=True)
+        # The count reads events_company, or events_type with a type: an index-only scan on
+        # PostgreSQL once vacuum has marked the (insert-only) table's pages all-visible.
         count_row = await self.db.fetchrow(
             f"SELECT COUNT(*) AS n FROM events WHERE {where.sql()}", *where.args
         )
         total = int(count_row["n"]) if count_row is not None else 0
-        limit = where.param(sorted_query.limit)
-        offset = where.param((sorted_query.page - 1) * sorted_query.limit)
+        limit = where.param(query.limit)
+        offset = where.param((query.page - 1) * query.limit)
+        # The rows skipped by OFFSET are found by their place alone, and only the page's rows
+        # are read whole (on SQLite every index of the table ends with seq, its rowid).
         rows = await self.db.fetch(
-            f"SELECT id, type, payload, created_at FROM events WHERE {where.sql()}"
-            f" ORDER BY seq DESC LIMIT {limit} OFFSET {offset}",
+            "SELECT e.id, e.type, e.payload, e.created_at FROM events e JOIN"
+            f" (SELECT seq FROM events WHERE {where.sql()} ORDER BY {_NEWEST_FIRST}"
+            f" LIMIT {limit} OFFSET {offset}) shown ON e.seq = shown.seq"
+            " ORDER BY e.created_at DESC, e.seq DESC",
             *where.args,
         )
         return Page([_event(row) for row in rows], total, query.page, query.limit)
+
+    async def event_position(self, tenant: Tenant, event_id: str) -> tuple[int, int] | None:
+        row = await self.db.fetchrow(
+            "SELECT created_at, seq FROM events WHERE company_id = $1 AND mode = $2 AND id = $3",
+            tenant.company_id,
+            tenant.mode,
+            event_id,
+        )
+        return None if row is None else (int(row["created_at"]), int(row["seq"]))
+
+    async def events_from(
+        self,
+        tenant: Tenant,
+        *,
+        types: tuple[str, ...] = (),
+        since: int | None = None,
+        until: int | None = None,
+        before: tuple[int, int] | None = None,
+        after: tuple[int, int] | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Event], bool]:
+        if before is not None and after is not None:
+            raise ValueError("a page is either before a place or after one, not both")
+        where = _Where(tenant)
+        if len(types) == 1:
+            where.add(f"type = {where.param(types[0])}")
+        elif types:
+            where.add(f"type IN ({', '.join(where.param(t) for t in types)})")
+        if since is not None:
+            where.add(f"created_at >= {where.param(since)}")
+        if until is not None:
+            where.add(f"created_at <= {where.param(until)}")
+        order = _NEWEST_FIRST
+        # The bound on created_at alone, said besides the pair, is what both planners start the
+        # index range from.
+        if before is not None:
+            at, seq = where.param(before[0]), where.param(before[1])
+            where.add(f"created_at <= {at} AND (created_at, seq) < ({at}, {seq})")
+        elif after is not None:
+            at, seq = where.param(after[0]), where.param(after[1])
+            where.add(f"created_at >= {at} AND (created_at, seq) > ({at}, {seq})")
+            order = "created_at ASC, seq ASC"
+        rows = await self.db.fetch(
+            f"SELECT id, type, payload, created_at FROM events WHERE {where.sql()}"
+            f" ORDER BY {order} LIMIT {where.param(limit + 1)}",
+            *where.args,
+        )
+        items = [_event(row) for row in rows[:limit]]
+        if after is not None:
+            items.reverse()
+        return items, len(rows) > limit
 
     async def event_history(
         self,
