@@ -269,6 +269,30 @@ def cases(
     ]
 
 
+def api_cases(api: httpx.Client, endpoints: list[str], now: int) -> list[tuple[str, str]]:
+    """(name, path) of each Open API list timed: numbered pages (with their exact ``total``)
+    and cursor pages (no count)."""
+    base = "/customer/open/v1"
+    deliveries = f"{base}/webhooks/{endpoints[1]}/deliveries"
+    first = get(api, f"{deliveries}?limit=20").json()["data"]
+    last = get(api, f"{base}/events?limit=20").json()["data"][-1]["id"]
+    day = datetime.fromtimestamp(now / 1000, UTC).replace(hour=0, minute=0) - timedelta(days=14)
+    since, until = f"{day:%Y-%m-%dT%H:%M:%SZ}", f"{day + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"
+    return [
+        ("API: an endpoint's deliveries, page 1 (+ total)", f"{deliveries}?limit=20"),
+        ("API: … status failed, page 1 (+ total)", f"{deliveries}?limit=20&status=failed"),
+        ("API: … page 100 (+ total)", f"{deliveries}?limit=20&page=100"),
+        ("API: … cursor (startingAfter)", f"{deliveries}?limit=20&startingAfter={first[-1]['id']}"),
+        ("API: events, page 1 (+ total)", f"{base}/events?limit=20"),
+        (f"API: events type {RARE_TYPE} (+ total)", f"{base}/events?limit=20&type={RARE_TYPE}"),
+        ("API: events of a day (+ total)", f"{base}/events?limit=20&since={since}&until={until}"),
+        (
+            "API: events cursor (startingAfter)",
+            f"{base}/events?limit=20&startingAfter={last}",
+        ),
+    ]
+
+
 def measure(http: httpx.Client, path: str, headers: dict[str, str], requests: int) -> list[float]:
     for _ in range(2):  # warm-up, not counted: the first use of a statement prepares it
         get(http, path, **headers)
@@ -322,6 +346,22 @@ def main() -> None:
                     )
             finally:
                 http.close()
+            key = cli("keys", "create", "--company", company, env=env).strip()
+            api = httpx.Client(base_url=server.base_url, timeout=60, headers={"x-api-key": key})
+            try:
+                for name, path in api_cases(api, endpoints, now):
+                    times = measure(api, path, {}, args.requests)
+                    rows.append(
+                        (
+                            name,
+                            percentile(times, 0.5),
+                            percentile(times, 0.95),
+                            percentile(times, 0.99),
+                            max(times),
+                        )
+                    )
+            finally:
+                api.close()
     width = max(len(name) for name, *_ in rows)
     print(
         f"\n{args.deliveries:,} deliveries of one company"
