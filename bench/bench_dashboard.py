@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_dashboard.py [--deliveries 1000000] [--requests 50]
 
-On PostgreSQL (``BITBYBIT_TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``;
-a database of its own is created on that server and dropped afterwards): one company with N
+On the local PostgreSQL (a database of its own, created and dropped afterwards, as every
+benchmark's: ``common.database``): one company with N
 deliveries over 30 days (N/2 events of ten types, the rarest 0.1 % of them, each delivered to two
 of four endpoints; 2 % failed after 5 attempts, 0.5 % held, the last two hours partly pending;
 an attempt row for each attempt made) and two other companies with N/4 deliveries each, written
@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -37,11 +33,8 @@ from tests.integration.servers import cli, serve
 from bitbybit.models import Tenant
 from bitbybit.schemas import EndpointCreate
 from bitbybit.services import access, webhooks
-from common import bench_env, percentile, platform_for
+from common import bench_env, database, percentile, platform_for
 
-POSTGRES_URL = os.environ.get(
-    "BITBYBIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 LOG = Path(tempfile.gettempdir()) / "bitbybit-bench-dashboard-serve.log"
 DAY_MS = 24 * 3600 * 1000
 SPAN_MS = 30 * DAY_MS
@@ -60,27 +53,6 @@ TYPES = """CASE WHEN r < 300 THEN 'customer.updated' WHEN r < 550 THEN 'order.up
 RARE_TYPE = "product.deleted"
 COMMON_TYPE = "customer.updated"
 MIDDLE_TYPE = "customer.deleted"
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    """A new PostgreSQL database on the server of ``POSTGRES_URL``, dropped afterwards."""
-    name = f"bench_dashboard_{os.getpid()}_{int(time.time())}"
-    parts = urlsplit(POSTGRES_URL)
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    try:
-        yield url
-    finally:
-        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 async def seed_company(
@@ -309,7 +281,7 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
-    with database() as url:
+    with database("postgres") as url:
         started = time.perf_counter()
         company, endpoints = asyncio.run(seed(url, args.deliveries))
         print(f"seeded in {time.perf_counter() - started:.1f} s")

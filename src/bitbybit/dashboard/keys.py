@@ -14,6 +14,7 @@ from typing import Any, Final
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from bitbybit.dashboard import web
 from bitbybit.dashboard.web import (
     PATH,
     DashboardRoute,
@@ -38,10 +39,7 @@ LABELS: Final = {"name": "Name", "scopes": "Scopes", "ipAllowlist": "Allowed IPs
 
 
 def problem(error: ValidationFailed) -> str:
-    """What went wrong, in the form's words."""
-    if not error.details:
-        return error.message
-    return "; ".join(f"{LABELS.get(d.field, d.field)}: {d.message}" for d in error.details)
+    return web.problem(error, LABELS)
 
 
 def allowlist_text(key: ApiKey) -> str:

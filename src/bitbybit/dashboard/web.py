@@ -368,6 +368,13 @@ class DashboardRoute(APIRoute):
         return route
 
 
+def problem(error: ValidationFailed, labels: Mapping[str, str]) -> str:
+    """What went wrong, in the form's words: each field a service named, by its label."""
+    if not error.details:
+        return error.message
+    return "; ".join(f"{labels.get(d.field, d.field)}: {d.message}" for d in error.details)
+
+
 def page_number(text: str | None) -> int:
     """``?page=`` as a page number (1 when absent or not a positive number)."""
     try:

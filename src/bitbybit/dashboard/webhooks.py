@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as SchemaError
 from starlette.responses import Response
 
+from bitbybit.dashboard import web
 from bitbybit.dashboard.web import (
     PATH,
     DashboardRoute,
@@ -56,9 +57,9 @@ LABELS: Final = {
 def problem(error: ValidationFailed) -> str:
     """What went wrong, in the form's words (a refused URL's message says why and what would
     allow it)."""
-    if isinstance(error, TargetRefused) or not error.details:
+    if isinstance(error, TargetRefused):
         return error.message
-    return "; ".join(f"{LABELS.get(d.field, d.field)}: {d.message}" for d in error.details)
+    return web.problem(error, LABELS)
 
 
 def _parsed(schema: type[M], fields: dict[str, Any]) -> M:
