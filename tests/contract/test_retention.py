@@ -568,3 +568,31 @@ async def test_on_postgres_rows_another_transaction_holds_are_left_whole_for_lat
         await other.close()
     assert removed == {"events": 2, "deliveries": 2, "delivery_attempts": 2}
     assert world.settled.id not in await events_of(store)
+
+
+@pytest.mark.parametrize("dialect", ["postgres"])
+async def test_on_postgres_a_replay_racing_the_batch_that_removes_its_event_is_not_found(
+    platform: Platform, store: Store, world: World
+) -> None:
+    """The batch removing an event holds it; a replay of that event waits for the batch and
+    then finds no event (404), instead of failing on the foreign key of its new deliveries."""
+    from bitbybit.errors import NotFound
+    from bitbybit.services import webhooks
+
+    assert isinstance(store, PostgresStore)
+    other = PostgresStore(POSTGRES_URL, schema=store.schema, pool_size=2)
+    await other.open()
+    try:
+        async with other.write() as sweeping:
+            swept = await sweeping.sweep_events(LIVE_A, CUTOFF, None, 100)
+            assert swept.removed.get("events") == 2  # not committed yet
+            replay = asyncio.create_task(
+                webhooks.replay_event(platform, LIVE_A, world.settled.id, None)
+            )
+            await asyncio.sleep(0.3)
+            assert not replay.done()  # waiting for the batch's row lock
+        with pytest.raises(NotFound):
+            await replay
+    finally:
+        await other.close()
+    assert world.settled.id not in await events_of(store)

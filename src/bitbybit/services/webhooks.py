@@ -370,7 +370,9 @@ async def replay_event(
     """Queue the event again (same id, same body) to one endpoint or every subscribed one."""
     now = platform.now()
     async with platform.store.write() as tx:
-        event = await tx.get_event(tenant, event_id)
+        # Locked: retention cannot remove it under the deliveries queued here (it skips a
+        # locked event), and one it is removing is waited for, then not found.
+        event = await tx.get_event(tenant, event_id, lock=True)
         if event is None:
             raise NotFound(f"no event {event_id}")
         if len(event.payload) > MAX_PAYLOAD_BYTES:  # written before the API refused such events

@@ -43,10 +43,11 @@ class EventsSql(ListsSql):
             ],
         )
 
-    async def get_event(self, tenant: Tenant, event_id: str) -> Event | None:
+    async def get_event(self, tenant: Tenant, event_id: str, *, lock: bool = False) -> Event | None:
         row = await self.db.fetchrow(
             "SELECT id, type, payload, created_at FROM events"
-            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            " WHERE company_id = $1 AND mode = $2 AND id = $3"
+            + (self.db.key_share if lock else ""),
             tenant.company_id,
             tenant.mode,
             event_id,
