@@ -23,3 +23,11 @@ async def viewer(platform: Platform, account: Account) -> AsyncIterator[Browser]
     browser = await sign_in(platform, account.company.id, role="viewer")
     async with browser:
         yield browser
+
+
+@pytest.fixture
+async def stranger(platform: Platform, other_account: Account) -> AsyncIterator[Browser]:
+    """An admin of another company."""
+    browser = await sign_in(platform, other_account.company.id)
+    async with browser:
+        yield browser

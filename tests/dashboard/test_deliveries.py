@@ -25,7 +25,7 @@ from bitbybit.schemas import EndpointCreate
 from bitbybit.services import history, webhooks
 from bitbybit.webhooks.signing import sign
 from tests.conftest import CUSTOMERS, Account, FakeClock, client_for, with_settings
-from tests.dashboard.support import Browser, sign_in
+from tests.dashboard.support import Browser
 from tests.integration.receivers import Received, Receiver, receiver
 
 MINUTE = 60_000
@@ -134,14 +134,6 @@ async def make_history(
 async def sent(platform: Platform, account: Account, clock: FakeClock) -> AsyncIterator[Sent]:
     async for made in make_history(platform, account, clock):
         yield made
-
-
-@pytest.fixture
-async def stranger(platform: Platform, other_account: Account) -> AsyncIterator[Browser]:
-    """An admin of another company."""
-    browser = await sign_in(platform, other_account.company.id)
-    async with browser:
-        yield browser
 
 
 def rows(text: str) -> list[str]:

@@ -16,7 +16,7 @@ from bitbybit.models import Event
 from bitbybit.runtime import Platform
 from bitbybit.services import history, webhooks
 from tests.conftest import Account, FakeClock
-from tests.dashboard.support import Browser, sign_in
+from tests.dashboard.support import Browser
 from tests.dashboard.test_deliveries import NEWER, OLDER, Sent, link, make_history
 
 ROW = re.compile(r'href="/dashboard/events/(evt_[A-Za-z0-9]+)"')
@@ -26,14 +26,6 @@ ROW = re.compile(r'href="/dashboard/events/(evt_[A-Za-z0-9]+)"')
 async def sent(platform: Platform, account: Account, clock: FakeClock) -> AsyncIterator[Sent]:
     async for made in make_history(platform, account, clock):
         yield made
-
-
-@pytest.fixture
-async def stranger(platform: Platform, other_account: Account) -> AsyncIterator[Browser]:
-    """An admin of another company."""
-    browser = await sign_in(platform, other_account.company.id)
-    async with browser:
-        yield browser
 
 
 def rows(text: str) -> list[str]:

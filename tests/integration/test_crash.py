@@ -222,9 +222,9 @@ class Progress:
         self.read = len(received)
         return len(self.seen)
 
-    async def until(self, count: int) -> None:
-        """Until ``count`` distinct events have arrived (bounded)."""
-        deadline = time.monotonic() + SETTLE_WITHIN
+    async def until(self, count: int, within: float = SETTLE_WITHIN) -> None:
+        """Until ``count`` distinct events have arrived (within ``within`` seconds)."""
+        deadline = time.monotonic() + within
         while self.distinct() < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.distinct()} of {count} events arrived")

@@ -46,7 +46,7 @@ from bitbybit.webhooks.signing import ID_HEADER
 from tests.conftest import CUSTOMERS
 from tests.integration.receivers import Receiver, receiver
 from tests.integration.servers import BITBYBIT, free_port
-from tests.integration.test_crash import fetch, shared_database
+from tests.integration.test_crash import Progress, fetch, shared_database
 
 pytestmark = pytest.mark.postgres
 
@@ -226,28 +226,6 @@ async def rate_limited(
 
 
 @dataclass
-class Progress:
-    hook: Receiver
-    seen: set[str] = field(default_factory=set)
-    read: int = 0
-
-    def distinct(self) -> int:
-        received = self.hook.received
-        self.seen.update(got.headers[ID_HEADER] for got in received[self.read :])
-        self.read = len(received)
-        return len(self.seen)
-
-    async def until(self, count: int, within: float = SETTLE_WITHIN) -> None:
-        deadline = time.monotonic() + within
-        while self.distinct() < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.distinct()} of {count} events arrived")
-            self.hook.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.hook.arrived.wait(), 0.5)
-
-
-@dataclass
 class Stop:
     arrived: int
     held: set[str]
@@ -259,10 +237,10 @@ async def join_and_leave(
 ) -> tuple[Process, Stop]:
     """Start the second worker at ``JOIN_AT`` arrivals; SIGTERM the first at ``STOP_AT``."""
     progress = Progress(hook)
-    await progress.until(JOIN_AT)
+    await progress.until(JOIN_AT, SETTLE_WITHIN)
     second = processes.spawn("worker-2", "worker", "--concurrency", str(CONCURRENCY))
     await until_started(second)
-    await progress.until(STOP_AT)
+    await progress.until(STOP_AT, SETTLE_WITHIN)
     held = await leased_by(store, first.process.pid)
     arrived = progress.distinct()
     first.process.send_signal(signal.SIGTERM)
