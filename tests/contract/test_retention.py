@@ -596,3 +596,32 @@ async def test_on_postgres_a_replay_racing_the_batch_that_removes_its_event_is_n
     finally:
         await other.close()
     assert world.settled.id not in await events_of(store)
+
+
+async def test_a_run_cut_short_inside_a_batch_removes_nothing_of_that_batch(
+    platform: Platform, store: Store, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped (its task cancelled) while a batch's transaction is open: the batch
+    rolls back whole, nothing half-removed; the next run removes it."""
+    from bitbybit.store.sql.retention import RetentionSql
+
+    before = await counts(store)
+    reached = asyncio.Event()
+    original = RetentionSql.sweep_events
+
+    async def stalled(self: RetentionSql, *args: object, **kwargs: object) -> object:
+        swept = await original(self, *args, **kwargs)  # type: ignore[arg-type]  # passed through
+        reached.set()
+        await asyncio.sleep(30)  # the rows are deleted, the transaction not yet committed
+        return swept
+
+    monkeypatch.setattr(RetentionSql, "sweep_events", stalled)
+    run = asyncio.create_task(run_once(aged(platform), pause=0))
+    await asyncio.wait_for(reached.wait(), 10)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert await counts(store) == before
+    monkeypatch.setattr(RetentionSql, "sweep_events", original)
+    await run_once(aged(platform), pause=0)
+    assert world.settled.id not in await events_of(store)
