@@ -190,7 +190,18 @@ class EndpointsTx(Protocol):
 
     async def count_endpoints(self, company_id: str) -> int: ...
     async def delete_endpoint(self, tenant: Tenant, endpoint_id: str) -> bool: ...
-    async def hold_pending(self, endpoint_id: str, now: int) -> int: ...
+    async def hold_pending(self, endpoint_id: str, now: int) -> int:
+        """Hold the endpoint's pending deliveries (it was just suspended or disabled in this
+        transaction), those of fan-outs that read it active and have not yet committed
+        included: it waits for them (``lock_endpoints``)."""
+        ...
+
+    async def lock_endpoints(self, endpoint_ids: Sequence[str]) -> None:
+        """Wait for the transactions fanning events out to these endpoints, and keep new ones
+        waiting until this transaction ends (PostgreSQL ``FOR UPDATE``, in the fan-out's
+        order; nothing on SQLite, whose writers take turns)."""
+        ...
+
     async def sample_sealed_secrets(self, limit: int) -> list[SealedSecrets]:
         """The stored secrets of the ``limit`` endpoints changed last and the ``limit`` created
         first, across every company (to check the secret key against)."""

@@ -178,9 +178,23 @@ class EndpointsSql:
             "DELETE FROM delivery_queue WHERE target = $1 AND kind = 'webhook'", endpoint_id
         )
 
+    async def lock_endpoints(self, endpoint_ids: Sequence[str]) -> None:
+        # A fan-out holds its endpoints FOR KEY SHARE, which a status UPDATE does not wait
+        # for: without this lock a transaction that read the endpoint active could queue a
+        # pending delivery after the suspension held the others, and it would wait there until
+        # a reactivation. FOR UPDATE waits for those fan-outs and makes later ones wait and
+        # then read the new status; taken in the fan-out's order so neither waits on the other.
+        if not self.db.for_update or not endpoint_ids:
+            return
+        await self.db.fetch(
+            f"SELECT id FROM webhook_endpoints WHERE {self.db.in_texts('id', '$1')}"
+            " ORDER BY created_at, id" + self.db.for_update,
+            self.db.text_array(endpoint_ids),
+        )
+
     async def hold_pending(self, endpoint_id: str, now: int) -> int:
-        """Hold the endpoint's pending deliveries (it was suspended or disabled)."""
         self.endpoints_changed.add(endpoint_id)
+        await self.lock_endpoints([endpoint_id])
         held = await self.db.execute(
             "UPDATE deliveries SET status = 'held', updated_at = $2 WHERE id IN"
             " (SELECT delivery_id FROM delivery_queue WHERE target = $1 AND kind = 'webhook')",

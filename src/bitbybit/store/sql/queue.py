@@ -44,6 +44,7 @@ class QueueSql:
     if TYPE_CHECKING:  # from EndpointsSql: suspending an endpoint holds its deliveries
 
         async def hold_pending(self, endpoint_id: str, now: int) -> int: ...
+        async def lock_endpoints(self, endpoint_ids: Sequence[str]) -> None: ...
 
     async def due_targets(self, now: int) -> list[str]:
         """Targets with at least one job due and not leased (a lease that ran out, say of a
@@ -124,7 +125,7 @@ class QueueSql:
             kept.update(await self._write_results(owner, webhooks, now))
         if others:
             kept.update(await self._write_job_results(owner, others, now))
-        suspended: list[str] = []
+        reasons: dict[str, str] = {}  # the endpoints to suspend, each with its first reason
         for result in webhooks:
             if result.delivery_id not in kept:
                 continue
@@ -137,19 +138,30 @@ class QueueSql:
                 )
                 exhausted = None if row is None else int(row["exhausted_in_row"])
             reason = rule.reason(result, exhausted)
-            if reason is not None and result.target not in suspended:
-                touched = await self.db.execute(
-                    "UPDATE webhook_endpoints SET status = 'suspended', status_reason = $2,"
-                    " updated_at = $3 WHERE id = $1 AND status = 'active'",
-                    result.target,
-                    reason,
-                    now,
-                )
-                if touched:
-                    await self.hold_pending(result.target, now)
-                    suspended.append(result.target)
+            if reason is not None:
+                reasons.setdefault(result.target, reason)
+        suspended = await self._suspend(reasons, now)
         vanished = [r.delivery_id for r in results if r.delivery_id not in kept]
         return Recorded(suspended, vanished)
+
+    async def _suspend(self, reasons: dict[str, str], now: int) -> list[str]:
+        """Suspend the active ones among these endpoints and hold their deliveries. All are
+        locked first, in one statement and in the fan-out's order, so that a suspension and a
+        fan-out never each wait for the other."""
+        await self.lock_endpoints(list(reasons))
+        suspended: list[str] = []
+        for target, reason in reasons.items():
+            touched = await self.db.execute(
+                "UPDATE webhook_endpoints SET status = 'suspended', status_reason = $2,"
+                " updated_at = $3 WHERE id = $1 AND status = 'active'",
+                target,
+                reason,
+                now,
+            )
+            if touched:
+                await self.hold_pending(target, now)
+                suspended.append(target)
+        return suspended
 
     async def _write_job_results(
         self, owner: str, results: Sequence[AttemptResult], now: int
