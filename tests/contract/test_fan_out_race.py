@@ -101,3 +101,45 @@ async def test_a_suspension_holds_what_a_fan_out_in_flight_queued(
         (delivery,) = (await tx.list_deliveries(tenant, event_id=event.id)).items
         assert delivery.status == "held"  # not pending in the queue of a suspended endpoint
     assert await platform.store.claim_due("w2", now, now + 60_000, {endpoint.id: 10}) == []
+
+
+async def _described(platform: Platform, tenant: Tenant, endpoint: Endpoint) -> None:
+    await webhooks.update_endpoint(
+        platform, tenant, endpoint.id, EndpointUpdate(description="orders")
+    )
+
+
+async def _rotated(platform: Platform, tenant: Tenant, endpoint: Endpoint) -> None:
+    await webhooks.rotate_secret(platform, tenant, endpoint.id, 0)
+
+
+@pytest.mark.parametrize("change", [_described, _rotated])
+async def test_a_change_made_while_the_worker_suspends_keeps_the_suspension(
+    platform: Platform, change: Suspend
+) -> None:
+    """A change to an endpoint writes the whole row from what it read: it reads it locked, so
+    a suspension committed meanwhile is not written over (the endpoint would have been active
+    again with its deliveries held)."""
+    company = await access.create_company(platform, "Race", "ID")
+    tenant = Tenant(company.id, "live")
+    endpoint, _ = await webhooks.create_endpoint(
+        platform, tenant, EndpointCreate(url="https://example.com/hook")
+    )
+    event = Event(new_id("evt"), "customer.deleted", b'{"id":"cust_0"}', platform.now())
+    async with platform.store.write() as tx:
+        await tx.insert_event(tenant, event)
+        await tx.queue_deliveries(tenant, event, await tx.fan_out_targets(tenant), event.created_at)
+    now = platform.now()
+    (job,) = await platform.store.claim_due("w1", now, now + 60_000, {endpoint.id: 1})
+    gone = AttemptResult(
+        job.delivery_id, endpoint.id, 1, now, 5, 410, None, b"", "failed", now, gone=True
+    )
+    async with platform.store.write(durable=False) as tx:
+        assert (await tx.record_attempts("w1", [gone], now, SUSPENSION)).suspended
+        changing = asyncio.create_task(change(platform, tenant, endpoint))
+        await asyncio.sleep(0.3)  # the change reads the endpoint now, or waits for this one
+    await asyncio.wait_for(changing, 10)
+    async with platform.store.read() as tx:
+        after = await tx.get_endpoint(tenant, endpoint.id)
+    assert after is not None
+    assert (after.status, after.status_reason) == ("suspended", "the endpoint answered 410 Gone")

@@ -65,8 +65,10 @@ async def create_endpoint(
     return endpoint, secret
 
 
-async def _endpoint(tx: Tx, tenant: Tenant, endpoint_id: str) -> Endpoint:
-    endpoint = await tx.get_endpoint(tenant, endpoint_id)
+async def _endpoint(tx: Tx, tenant: Tenant, endpoint_id: str, *, lock: bool = False) -> Endpoint:
+    """The endpoint or ``NotFound``; ``lock`` when the transaction changes it from what it read
+    (else a suspension or a failure counted meanwhile would be written over)."""
+    endpoint = await tx.get_endpoint(tenant, endpoint_id, lock=lock)
     if endpoint is None:
         raise NotFound(f"no webhook endpoint {endpoint_id}")
     return endpoint
@@ -90,7 +92,7 @@ async def update_endpoint(
         _vet(platform, data.url)
     now = platform.now()
     async with platform.store.write() as tx:
-        endpoint = await _endpoint(tx, tenant, endpoint_id)
+        endpoint = await _endpoint(tx, tenant, endpoint_id, lock=True)
         if "url" in sent and data.url is not None:
             endpoint.url = data.url
         if "events" in sent:
@@ -127,7 +129,7 @@ async def rotate_secret(
     secret = new_secret()
     now = platform.now()
     async with platform.store.write() as tx:
-        endpoint = await _endpoint(tx, tenant, endpoint_id)
+        endpoint = await _endpoint(tx, tenant, endpoint_id, lock=True)
         rotated = endpoint.next_secret_at is not None and endpoint.next_secret_at <= now
         if endpoint.next_secret is not None and rotated:  # the previous rotation took effect
             endpoint.secret = endpoint.next_secret
@@ -167,7 +169,7 @@ async def reactivate_since(
     dashboard's form), or ``None`` for the held ones only."""
     now = platform.now()
     async with platform.store.write() as tx:
-        endpoint = await _endpoint(tx, tenant, endpoint_id)
+        endpoint = await _endpoint(tx, tenant, endpoint_id, lock=True)
         endpoint.status, endpoint.status_reason, endpoint.exhausted_in_row = "active", None, 0
         endpoint.updated_at = max(now, endpoint.updated_at + 1)
         await tx.update_endpoint(tenant, endpoint)
@@ -183,7 +185,7 @@ async def suspend_endpoint(
     re-queues them). Suspending a suspended endpoint changes nothing."""
     now = platform.now()
     async with platform.store.write() as tx:
-        endpoint = await _endpoint(tx, tenant, endpoint_id)
+        endpoint = await _endpoint(tx, tenant, endpoint_id, lock=True)
         if endpoint.status == "suspended":
             return endpoint
         endpoint.status, endpoint.status_reason = "suspended", reason
@@ -381,7 +383,8 @@ async def replay_event(
                 f"{MAX_PAYLOAD_BYTES:,} bytes, so it cannot be sent"
             )
         if endpoint_id is not None:
-            endpoint = await tx.get_endpoint(tenant, endpoint_id)
+            # locked as a fan-out locks its targets, against a delete or a suspension meanwhile
+            endpoint = await tx.get_endpoint(tenant, endpoint_id, lock=True)
             if endpoint is None:
                 raise ValidationFailed.field("endpointId", f"no webhook endpoint {endpoint_id}")
             targets = [endpoint]
@@ -472,7 +475,7 @@ async def retry_delivery(platform: Platform, tenant: Tenant, delivery_id: str) -
         delivery = await tx.get_delivery(tenant, delivery_id)
         if delivery is None:
             raise NotFound(f"no delivery {delivery_id}")
-        endpoint = await _endpoint(tx, tenant, delivery.endpoint_id)
+        endpoint = await _endpoint(tx, tenant, delivery.endpoint_id, lock=True)
         if endpoint.status != "active":
             raise Conflict(f"the endpoint is {endpoint.status}: reactivate it first")
         if delivery.status != "pending":

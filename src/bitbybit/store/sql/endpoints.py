@@ -94,10 +94,13 @@ class EndpointsSql:
             endpoint.updated_at,
         )
 
-    async def get_endpoint(self, tenant: Tenant, endpoint_id: str) -> Endpoint | None:
+    async def get_endpoint(
+        self, tenant: Tenant, endpoint_id: str, *, lock: bool = False
+    ) -> Endpoint | None:
         row = await self.db.fetchrow(
             f"SELECT {self._ENDPOINT_COLUMNS} FROM webhook_endpoints"
-            " WHERE company_id = $1 AND mode = $2 AND id = $3",
+            " WHERE company_id = $1 AND mode = $2 AND id = $3"
+            + (self.db.for_update if lock else ""),
             tenant.company_id,
             tenant.mode,
             endpoint_id,
