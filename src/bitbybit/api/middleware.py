@@ -91,17 +91,19 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
+        # Bound and then reset with its token, which restores what was bound before: what
+        # ``bound_contextvars`` does, without reading every context variable twice a request.
+        bound = structlog.contextvars.bind_contextvars(request_id=rid)
         try:
-            with structlog.contextvars.bound_contextvars(request_id=rid):
-                try:
-                    await self._guarded(scope, receive, send_with_headers, headers)
-                except Exception as error:
-                    # Too late for an answer once one started: the server closes the connection.
-                    if status != NO_ANSWER:
-                        raise
-                    response = internal_error(scope["path"], error)
-                    await response(scope, receive, send_with_headers)
+            await self._guarded(scope, receive, send_with_headers, headers)
+        except Exception as error:
+            # Too late for an answer once one started: the server closes the connection.
+            if status != NO_ANSWER:
+                raise
+            response = internal_error(scope["path"], error)
+            await response(scope, receive, send_with_headers)
         finally:
+            structlog.contextvars.reset_contextvars(**bound)
             self.metrics.record(scope, root_path, status, time.perf_counter() - arrived)
 
     async def _guarded(

@@ -72,10 +72,11 @@ async def insert(
         created_at=now,
         updated_at=now,
     )
-    await _ensure_unique(tx, tenant, customer)
     try:
         await tx.insert_customer(tenant, customer)
     except IntegrityViolation:
+        # Looked up only now, when the insert was refused: a create costs no lookup before it.
+        await _ensure_unique(tx, tenant, customer)
         raise Conflict("a customer with this email or phone number already exists") from None
     await events.record(tx, tenant, "customer.created", payloads.customer(customer), now)
     return customer

@@ -6,11 +6,12 @@ receiver is sent never drift apart.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
-from bitbybit.clock import iso
+from bitbybit import clock
 from bitbybit.models import (
     JSON,
     Attempt,
@@ -22,6 +23,10 @@ from bitbybit.models import (
     Product,
     Variant,
 )
+
+iso = lru_cache(maxsize=4096)(clock.iso)
+"""``clock.iso``, remembered: a change's event and its answer show the same instants (a new
+resource's ``createdAt`` is its ``updatedAt`` too), and formatting one costs more than a lookup."""
 
 
 def money(cents: int | None) -> int | float | None:

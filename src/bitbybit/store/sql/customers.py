@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from bitbybit.errors import IntegrityViolation
 from bitbybit.models import Customer, ListQuery, Page, Tenant
 from bitbybit.store.sql.driver import ListsSql, Row, _dumps, _fold, _Where
 
@@ -49,11 +50,14 @@ class CustomersSql(ListsSql):
         )
 
     async def insert_customer(self, tenant: Tenant, customer: Customer) -> None:
-        await self.db.execute(
+        # ON CONFLICT DO NOTHING: a taken email or phone number inserts nothing, and that is
+        # raised here, so the caller needs no lookup before it and a PostgreSQL transaction is
+        # not aborted by the refusal (the caller may still look up what clashed).
+        inserted = await self.db.execute(
             "INSERT INTO customers (company_id, mode, id, source, created_at, email, email_key,"
             " phone_number, first_name, last_name, image_url, tags, addresses, search_text,"
             " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-            " $15)",
+            " $15) ON CONFLICT DO NOTHING",
             tenant.company_id,
             tenant.mode,
             customer.id,
@@ -61,6 +65,8 @@ class CustomersSql(ListsSql):
             customer.created_at,
             *self._customer_values(customer),
         )
+        if not inserted:
+            raise IntegrityViolation(f"customer {customer.id}: its email or phone number is taken")
 
     async def update_customer(self, tenant: Tenant, customer: Customer) -> None:
         await self.db.execute(
