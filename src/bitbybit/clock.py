@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 
 Clock = Callable[[], int]
 """Returns the current time in milliseconds since the epoch; injectable for tests."""
@@ -17,8 +18,13 @@ def system_clock() -> int:
 def iso(ms: int) -> str:
     """``2024-01-15T10:30:00.000Z`` for a millisecond timestamp."""
     seconds, millis = divmod(ms, 1000)
-    stamp = datetime.fromtimestamp(seconds, tz=UTC)
-    return f"{stamp:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+    return f"{_second(seconds)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=1024)
+def _second(seconds: int) -> str:
+    """The whole second's part of ``iso``: a write formats the same instant several times."""
+    return f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}"
 
 
 def parse_iso(text: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import string
+import threading
 import time
 from functools import lru_cache
 
@@ -18,12 +19,37 @@ _TABLE = bytes(BASE62[b % 62].encode()[0] if b < _USABLE else 0 for b in range(2
 _DROP = bytes(range(_USABLE, 256))
 
 
+_POOL_BYTES = 4096
+"""Random bytes drawn from the OS at a time: one system call serves some 300 ids."""
+
+
+class _Pool:
+    """Random base62 characters drawn ahead from the OS's CSPRNG and handed out once each.
+    A forked child starts empty, so it never hands out what its parent also will; threads
+    take their turn."""
+
+    def __init__(self) -> None:
+        self.text = b""
+        self.lock = threading.Lock()
+
+    def take(self, length: int) -> str:
+        with self.lock:
+            while len(self.text) < length:
+                self.text += os.urandom(_POOL_BYTES).translate(_TABLE, _DROP)
+            taken, self.text = self.text[:length], self.text[length:]
+        return taken.decode("ascii")
+
+    def forget(self) -> None:
+        self.text = b""
+
+
+_pool = _Pool()
+os.register_at_fork(after_in_child=_pool.forget)
+
+
 def random_base62(length: int) -> str:
     """``length`` uniformly random base62 characters from the OS's CSPRNG."""
-    text = b""
-    while len(text) < length:
-        text += os.urandom(length + 8).translate(_TABLE, _DROP)
-    return text[:length].decode("ascii")
+    return _pool.take(length)
 
 
 TIME_DIGITS = string.digits + string.ascii_lowercase

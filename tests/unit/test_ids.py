@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bitbybit.ids import TIME_LENGTH, new_id, time_prefix
+from bitbybit.ids import TIME_LENGTH, new_id, random_base62, time_prefix
 
 
 def test_an_id_is_its_prefix_and_twenty_base62_characters() -> None:
@@ -33,3 +34,20 @@ def test_the_time_prefix_sorts_as_the_time_does(now_ms: int, step: int) -> None:
     assert len(time_prefix(now_ms)) == TIME_LENGTH
     assert time_prefix(now_ms) < time_prefix(after)
     assert int(time_prefix(now_ms), 36) == now_ms
+
+
+def test_a_forked_process_never_hands_out_its_parents_random_text() -> None:
+    """Random text is drawn from the OS ahead of need; a child forked with some of it left must
+    not hand out the same characters as its parent next (ids made by both would collide)."""
+    random_base62(11)  # the pool now holds characters drawn before the fork
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.write(writing, random_base62(40).encode())
+        os._exit(0)
+    os.close(writing)
+    os.waitpid(child, 0)
+    theirs = os.read(reading, 40).decode()
+    os.close(reading)
+    assert len(theirs) == 40
+    assert random_base62(40) != theirs

@@ -6,12 +6,11 @@ receiver is sent never drift apart.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
-from bitbybit import clock
+from bitbybit.clock import iso
 from bitbybit.models import (
     JSON,
     Attempt,
@@ -23,10 +22,6 @@ from bitbybit.models import (
     Product,
     Variant,
 )
-
-iso = lru_cache(maxsize=4096)(clock.iso)
-"""``clock.iso``, remembered: a change's event and its answer show the same instants (a new
-resource's ``createdAt`` is its ``updatedAt`` too), and formatting one costs more than a lookup."""
 
 
 def money(cents: int | None) -> int | float | None:
