@@ -117,6 +117,8 @@ async def insert_events(database_url: str, company: str, count: int) -> None:
 
 PROFILE: list[str] = []
 """``--profile FILE``: the worker runs under py-spy, which writes collapsed stacks to FILE."""
+PROFILE_RATE: list[int] = [100]
+"""``--profile-rate``: py-spy's samples a second (more resolve more of a short run)."""
 
 
 PROFILERS: list[subprocess.Popen[bytes]] = []
@@ -130,7 +132,8 @@ def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[byte
     )
     if PROFILE:
         spy = str(Path(sys.executable).with_name("py-spy"))
-        command = [spy, "record", "--format", "raw", "--nonblocking", "--threads", "-o", PROFILE[0]]
+        command = [spy, "record", "--format", "raw", "--nonblocking", "--threads"]
+        command += ["--rate", str(PROFILE_RATE[0]), "-o", PROFILE[0]]
         PROFILERS.append(
             subprocess.Popen(
                 [*command, "--pid", str(worker.pid)],
@@ -547,9 +550,13 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=20_000)
     parser.add_argument("--profile", metavar="FILE", help="profile the worker with py-spy")
+    parser.add_argument(
+        "--profile-rate", type=int, default=100, help="--profile: py-spy's samples a second"
+    )
     args = parser.parse_args()
     if args.profile:
         PROFILE.append(args.profile)
+        PROFILE_RATE[0] = args.profile_rate
     {"throughput": throughput, "latency": latency, "isolation": isolation, "backlog": backlog}[
         args.mode
     ](args)

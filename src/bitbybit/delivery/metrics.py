@@ -30,6 +30,8 @@ RESULTS_DROPPED = Counter(
 )
 SUSPENSIONS = Counter("bitbybit_endpoint_suspensions_total", "Endpoints suspended")
 OUTCOME_NAMES = {"succeeded": "succeeded", "pending": "retrying", "failed": "failed"}
+OUTCOMES = {status: DELIVERIES.labels(name) for status, name in OUTCOME_NAMES.items()}
+"""The attempts counter of each delivery status, looked up once (not at every attempt)."""
 
 QUEUE_TARGETS_SHOWN = 100
 """The per-target queue gauges name at most this many targets (those with the most pending), so
