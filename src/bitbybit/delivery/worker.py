@@ -65,79 +65,6 @@ endpoint gets nothing claimed before the change later than this (in another proc
 one, nothing at all)."""
 START_CAP = 8
 MIN_CAP = 2
-WINDOW_S = 0.1
-"""An allowance is judged over at least this long (and at least as many answers as it allows)."""
-STEP = 1.25
-"""An allowance moves by this factor a window (it doubles while it starts)."""
-TOLERANCE = 0.05
-"""Rates within this fraction of each other are no different (the machine's noise)."""
-
-
-class Allowance:
-    """One target's in-flight allowance, tuned by what it delivers (perturb and observe).
-
-    Too few attempts in flight starve a target that answers slowly; too many cost a target that
-    answers quickly more CPU a delivery for nothing (aiohttp spends a third more a request at
-    256 connections than at 64, for fewer requests a second). What is right depends on the
-    target's latency and on how busy this process is, so it is measured: every window the
-    allowance moves a step, and the answers a second in that window decide the next step:
-    more than in the window before, keep going; fewer, turn back; no different, go down (the
-    same rate on fewer connections costs less). It starts small and doubles while that helps.
-    A window in which the target mostly had no work waiting for a slot says nothing about the
-    allowance and moves nothing. An attempt that gets no answer halves it, so a target that
-    hangs holds a few slots, never the worker's whole capacity. (Latency alone cannot decide:
-    on a busy event loop the latency measured is mostly the loop's own queue, which grows with
-    the allowance whatever the target does.)"""
-
-    __slots__ = ("answers", "cap", "last_rate", "most", "rising", "since", "starting", "waited")
-
-    def __init__(self, cap: int, most: int) -> None:
-        self.cap = cap
-        self.most = most
-        self.starting = True
-        self.rising = True
-        self.last_rate: float | None = None
-        self.since = time.monotonic()
-        self.answers = 0
-        self.waited = 0
-        """Answers after which the target still had work waiting for a slot."""
-
-    def answered(self, waiting: bool) -> None:
-        self.answers += 1
-        self.waited += waiting
-        now = time.monotonic()
-        if now - self.since >= WINDOW_S and self.answers >= self.cap:
-            if 2 * self.waited >= self.answers:
-                self._step(self.answers / (now - self.since))
-            else:  # the allowance was not what held it back
-                self.last_rate = None
-            self._restart(now)
-
-    def unanswered(self) -> None:
-        self.cap = max(MIN_CAP, self.cap // 2)
-        self.starting = False
-        self.last_rate = None
-        self._restart(time.monotonic())
-
-    def _restart(self, now: float) -> None:
-        self.since = now
-        self.answers = self.waited = 0
-
-    def _step(self, rate: float) -> None:
-        last = self.last_rate
-        if last is not None and rate < last * (1 - TOLERANCE):
-            self.rising = not self.rising
-            self.starting = False
-        elif last is not None and rate <= last * (1 + TOLERANCE):
-            self.rising = False
-            self.starting = False
-        self.last_rate = rate
-        factor = 2.0 if self.starting else STEP
-        if self.rising:
-            cap = max(self.cap + 1, round(self.cap * factor))
-        else:
-            cap = min(self.cap - 1, round(self.cap / factor))
-        self.cap = min(self.most, max(MIN_CAP, cap))
 
 
 async def _nothing() -> None:
@@ -184,8 +111,12 @@ class Worker:
         self.latency: dict[str, float] = {}
         """Each endpoint's recent answer time in ms (moving average)."""
         self.start_cap = min(START_CAP, self.per_endpoint)
-        self.allowances: dict[str, Allowance] = {}
-        """Each endpoint's in-flight allowance, at most ``per_endpoint``."""
+        self.caps: dict[str, int] = {}
+        """Each endpoint's current in-flight allowance: it starts small, grows by one with every
+        answer up to ``per_endpoint`` and halves whenever an attempt gets no answer, so an
+        endpoint that hangs holds a few slots, never the worker's whole capacity. (Finding it by
+        perturb and observe on the answers a second was tried: the same throughput to a fast
+        sink, and a 300,000-delivery backlog on PostgreSQL drained 18 % slower.)"""
         self.ahead = min(FAST_AHEAD, concurrency * FAST_PREFETCH // 2)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -274,14 +205,7 @@ class Worker:
             self.new_work = True
 
     def _cap(self, endpoint_id: str) -> int:
-        allowance = self.allowances.get(endpoint_id)
-        return self.start_cap if allowance is None else allowance.cap
-
-    def _allowance(self, endpoint_id: str) -> Allowance:
-        allowance = self.allowances.get(endpoint_id)
-        if allowance is None:
-            allowance = self.allowances[endpoint_id] = Allowance(self.start_cap, self.per_endpoint)
-        return allowance
+        return self.caps.get(endpoint_id, self.start_cap)
 
     def _lease_target(self, endpoint_id: str, cap: int) -> int:
         """How many of the endpoint's deliveries to hold leased, running or waiting."""
@@ -451,10 +375,11 @@ class Worker:
             )
         previous = self.latency.get(job.target, sent.latency_ms)
         self.latency[job.target] = 0.8 * previous + 0.2 * sent.latency_ms
+        cap = self._cap(job.target)
         if sent.unreachable:
-            self._allowance(job.target).unanswered()
-        else:
-            self._allowance(job.target).answered(job.target in self.queued)
+            self.caps[job.target] = max(MIN_CAP, cap // 2)
+        elif cap < self.per_endpoint:
+            self.caps[job.target] = cap + 1
         result = decide(job, sent, self.schedule, self.clock(), self.rng)
         metrics.OUTCOMES[result.status].inc()
         metrics.ATTEMPT_SECONDS.observe(sent.latency_ms / 1000)
