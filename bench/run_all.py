@@ -21,7 +21,7 @@ object of figure name to a number, or to ``{"value", "unit", "goal"}``) adds or 
 figures, so a script can grow machine-readable output without this file changing first. A
 benchmark that fails is recorded with its exit code and the run goes on.
 
-``--size quick`` (the default) keeps the whole run within about 15 minutes on 2 cores;
+``--size quick`` (the default) keeps the whole run within about 5 minutes on 2 cores;
 ``--size full`` uses the issue's sizes (a 1,000,000-delivery backlog, a dashboard over
 1,000,000 deliveries, 3 rounds of each comparison) and takes about an hour or more.
 """
