@@ -34,11 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.integration
 
-from tests.integration.servers import cli, free_port, serve
+from tests.integration.servers import cli, free_port, serve, stop, wait_healthy
 
 from bitbybit.config import Settings
 from bitbybit.models import ListQuery, Tenant
@@ -131,26 +129,10 @@ def hello_world(log: Path) -> Iterator[tuple[str, int]]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"hello_app exited: {log.read_text()}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"hello_app did not start: {log.read_text()}")
-            time.sleep(0.1)
+        wait_healthy(process, base_url, log, "hello_app")
         yield base_url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 async def count_rows(database_url: str, company: str) -> tuple[int, int]:

@@ -55,23 +55,33 @@ def serve(database_url: str, log: Path, **extra_env: str) -> Iterator[Server]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bitbybit serve exited: {log.read_text()}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bitbybit serve did not start: {log.read_text()}")
-            time.sleep(0.1)
+        wait_healthy(process, base_url, log, "bitbybit serve")
         yield Server(base_url, env, process)
     finally:
-        process.terminate()
+        stop(process)
+
+
+def wait_healthy(process: subprocess.Popen[bytes], base_url: str, log: Path, name: str) -> None:
+    """Until ``base_url/healthz`` answers 200 (30 s at most); the log in the error if not."""
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text()}")
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start: {log.read_text()}")
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
