@@ -55,6 +55,15 @@ COMMON_TYPE = "customer.updated"
 MIDDLE_TYPE = "customer.deleted"
 
 
+def stamp(ms: str) -> str:
+    """SQL for ``ids.time_prefix`` of the bigint expression ``ms``: seeded ids begin with their
+    time as real ones do, so each row lands in its day's partition (docs/retention.md)."""
+    digits = "'0123456789abcdefghijklmnopqrstuvwxyz'"
+    return " || ".join(
+        f"substr({digits}, (({ms}) / {36**k} % 36)::int + 1, 1)" for k in range(8, -1, -1)
+    )
+
+
 async def seed_company(
     connection: asyncpg.Connection,
     company: str,
@@ -67,14 +76,16 @@ async def seed_company(
 
     Event ``i`` is created at ``t0 + i * span / events`` and delivered to two of the four
     endpoints (``i`` even: the first two, odd: the last two); delivery ``j = 2i + k`` is failed,
-    held, pending (in its last two hours) or succeeded by ``j``'s hash. Ids sort by creation time,
-    as real ones do. Rows are written the way the outbox and the worker would write them.
+    held, pending (in its last two hours) or succeeded by ``j``'s hash. Ids begin with their
+    creation time, as real ones do. Rows are written the way the outbox and the worker would
+    write them.
     """
     events = max(1, size // 2)
     t0 = now - SPAN_MS
     await connection.execute(
         "INSERT INTO events (id, company_id, mode, type, payload, created_at)"  # noqa: S608  # constants of this file
-        f" SELECT 'evt_{tag}' || lpad(i::text, 12, '0'), $1, 'live', {TYPES},"
+        f" SELECT 'evt_' || {stamp('$2::bigint + (i::bigint * $3::bigint) / $4')}"
+        f" || '{tag}' || lpad(i::text, 11, '0'), $1, 'live', {TYPES},"
         ' convert_to(\'{"id":"cust_\' || i || \'","email":"user\' || i'
         ' || \'@example.com","firstName":"Bench","lastName":"User \' || i'
         ' || \'","phoneNumber":null,"tags":["bench"],"addresses":[]}\', \'UTF8\'),'
@@ -85,6 +96,7 @@ async def seed_company(
         SPAN_MS,
         events,
     )
+    created = "$3::bigint + (i::bigint * $4::bigint) / $6"
     status = (
         "CASE WHEN h < 20 THEN 'failed' WHEN h < 25 THEN 'held'"
         " WHEN created_at > $5::bigint - 7200000 AND h < 400 THEN 'pending' ELSE 'succeeded' END"
@@ -100,8 +112,9 @@ async def seed_company(
         " CASE status WHEN 'failed' THEN 'HTTP 500' WHEN 'pending' THEN 'HTTP 503' END,"
         " created_at, created_at + CASE status WHEN 'failed' THEN 9300000 ELSE 50 END"
         f" FROM (SELECT *, {status} AS status FROM ("
-        f"  SELECT 'dlv_{tag}' || lpad((2 * i + k)::text, 12, '0') AS id,"
-        f"  'evt_{tag}' || lpad(i::text, 12, '0') AS event_id,"
+        f"  SELECT 'dlv_' || {stamp(created)} || '{tag}' || lpad((2 * i + k)::text, 11, '0')"
+        " AS id,"
+        f"  'evt_' || {stamp(created)} || '{tag}' || lpad(i::text, 11, '0') AS event_id,"
         "   ($2::text[])[(i % 2) * 2 + k + 1] AS endpoint_id,"
         "   ((2 * i + k) * 761) % 1000 AS h,"
         "   $3::bigint + (i::bigint * $4::bigint) / $6 AS created_at"

@@ -20,11 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.int
 
 from tests.integration.servers import free_port
 
+from bitbybit.clock import system_clock
 from bitbybit.config import Settings
 from bitbybit.models import Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate
 from bitbybit.services import customers
+from bitbybit.store.partitions import DAY_MS, WEEK_MS
 
 SECRET_KEY = "bitbybit-benchmark-secret-key"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -90,10 +92,27 @@ def database(kind: str) -> Iterator[str]:
             await connection.close()
 
     asyncio.run(admin(f"CREATE DATABASE {name}"))
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        asyncio.run(a_month_of_weeks(url))
+        yield url
     finally:
         asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+async def a_month_of_weeks(database_url: str) -> None:
+    """Migrate, and lay the history tables' partitions out as a deployment has them after a
+    month (docs/retention.md): a week for each of the last 30 days and the next 2 weeks, and no
+    legacy partition (a fresh database's is empty, and holds everything before next week)."""
+    platform = platform_for(database_url)
+    await platform.open()
+    try:
+        now = system_clock()
+        dropped = await platform.store.drop_partitions(now + 2 * WEEK_MS)
+        assert dropped.weeks == ["legacy"], dropped
+        await platform.store.make_partitions(now - 30 * DAY_MS, 7)
+    finally:
+        await platform.close()
 
 
 def sink_requests(hook: str) -> int:

@@ -12,6 +12,7 @@ from typing import cast
 import asyncpg
 import pytest
 
+from bitbybit.ids import time_prefix
 from bitbybit.models import Tenant
 from bitbybit.store import Store, migrations
 from bitbybit.store.postgres import PostgresStore
@@ -350,6 +351,52 @@ async def _seed_v7(db: Driver, version: int) -> None:
     )
 
 
+EVENT_V8 = f"evt_{time_prefix(T0)}SeedEventV8"
+DELIVERY_V8 = f"dlv_{time_prefix(T0)}SeedDelivV8"
+
+
+async def _seed_v8(db: Driver, version: int) -> None:
+    # An event, its delivery (settled) and two attempts with ids that begin with their time, as
+    # ids have for a long time: on PostgreSQL version 9 leaves them in the legacy partitions,
+    # and moves the older ids that do not begin with a time (``evt_seed`` …) to the defaults.
+    await db.execute(
+        "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        EVENT_V8,
+        "co_seed",
+        "live",
+        "customer.created",
+        b'{"id":"cust_seed"}',
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        DELIVERY_V8,
+        EVENT_V8,
+        "we_seed",
+        "co_seed",
+        "live",
+        "succeeded",
+        2,
+        T0,
+        T0,
+        T0,
+    )
+    for number, status in ((1, 500), (2, 200)):
+        await db.execute(
+            "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
+            " status_code, worker) VALUES ($1, $2, $3, $4, $5, $6)",
+            DELIVERY_V8,
+            number,
+            T0 + number,
+            5,
+            status,
+            "worker-seed",
+        )
+
+
 SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     1: _seed_v1,
     2: _seed_v2,
@@ -358,6 +405,7 @@ SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     5: _seed_v5,
     6: _seed_v6,
     7: _seed_v7,
+    8: _seed_v8,
 }
 
 
@@ -451,6 +499,42 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
             assert await tx.get_job(LIVE, "job_seed") is not None
             assert await tx.get_job(LIVE, "job_seed_done") is None
         assert dict(swept.removed) == {"jobs": 1, "job_attempts": 1}
+    if version >= 8:  # the history is read back, and on PostgreSQL it sits in the partitions
+        async with empty_store.read() as tx:
+            event = await tx.get_event(LIVE, EVENT_V8)
+            delivery = await tx.get_delivery(LIVE, DELIVERY_V8)
+            attempts = await tx.list_attempts(DELIVERY_V8)
+        assert event is not None
+        assert delivery is not None
+        assert [(a.number, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
+        if empty_store.dialect == "postgres":
+            assert await _partitions_of(empty_store) == {
+                EVENT_V8: "events_legacy",
+                "evt_seed": "events_default",
+                DELIVERY_V8: "deliveries_legacy",
+                "del_seed": "deliveries_legacy",  # "del_" sorts before every "dlv_…" id
+                "del_seed_leased": "deliveries_legacy",
+                f"{DELIVERY_V8}/1": "delivery_attempts_legacy",
+                f"{DELIVERY_V8}/2": "delivery_attempts_legacy",
+            }
+
+
+async def _partitions_of(store: Store) -> dict[str, str]:
+    """Where each history row is: its id (an attempt's as ``delivery_id/number``) to the name
+    of its partition."""
+    async with store.read() as tx:
+        db = cast(SqlTx, tx).db
+        found = {}
+        for table, key in (
+            ("events", "id"),
+            ("deliveries", "id"),
+            ("delivery_attempts", "delivery_id || '/' || number"),
+        ):
+            rows = await db.fetch(
+                f"SELECT {key} AS k, tableoid::regclass::text AS p FROM {table}"  # noqa: S608
+            )
+            found.update((row["k"], row["p"]) for row in rows)
+    return found
 
 
 def test_every_version_but_the_newest_has_seed_data() -> None:

@@ -15,6 +15,10 @@ shortly after start, then every ``BITBYBIT_RETENTION_EVERY`` seconds (± 20 %). 
 run at a time goes ahead across every process (``Store.exclusively``: an advisory lock); the
 others count a ``skipped`` run. docs/retention.md is the operator's side of it.
 
+On PostgreSQL the history tables are partitioned by week (``store.partitions``): each run also
+makes the weeks ahead and drops old weeks whole when nothing in them must stay, before the
+batches sweep what is left (leaving alone the week of the cutoff, which goes whole later).
+
 ``export_events`` reads a tenant's events oldest first, a page per read, for
 ``bitbybit events export``.
 """
@@ -33,11 +37,11 @@ from typing import Final, Literal
 import structlog
 from prometheus_client import Counter, Gauge
 
-from bitbybit.clock import iso, parse_iso
+from bitbybit.clock import iso, parse_iso, system_clock
 from bitbybit.errors import NotFound, ValidationFailed
 from bitbybit.models import Event, Tenant
 from bitbybit.runtime import Platform
-from bitbybit.store.base import Swept
+from bitbybit.store.base import Dropped, Swept
 
 DAY_MS: Final = 24 * 60 * 60 * 1000
 BATCH: Final = 500
@@ -51,6 +55,11 @@ for SQLite's write lock (``store.sqlite.LAST_PAUSE``), so its writers get their 
 FIRST_RUN_AFTER: Final = 30.0
 """Seconds after start before the first run (at most ``BITBYBIT_RETENTION_EVERY``), ± 20 %: the
 process is serving by then, and processes started together spread out."""
+PARTITIONS_AHEAD: Final = 2
+"""Weeks ahead whose partitions exist (PostgreSQL): made at start and by every run, so a write
+never finds its week missing while any process has run in the last week."""
+DEFAULT_ROWS_CAP: Final = 10_000
+"""Rows counted in each default partition (there should be none: docs/retention.md)."""
 EXPORT_PAGE: Final = 500
 TABLES: Final = ("events", "deliveries", "delivery_attempts", "jobs", "job_attempts")
 MODES: Final = ("live", "test")
@@ -62,6 +71,22 @@ RUNS = Counter(
 )
 REMOVED = Counter(
     "bitbybit_retention_removed_total", "Rows removed by retention, by table", ["table"]
+)
+PARTITIONS_DROPPED = Counter(
+    "bitbybit_retention_partitions_dropped_total",
+    "Weeks of history dropped whole by retention (PostgreSQL: a week's events, deliveries and"
+    " attempts partitions together)",
+)
+PARTITIONS_KEPT = Gauge(
+    "bitbybit_retention_partitions_kept",
+    "Weeks past the retention period that the last run kept, because something in them is in"
+    " flight or recent (PostgreSQL; the batched sweep thins them)",
+)
+DEFAULT_ROWS = Gauge(
+    "bitbybit_partition_default_rows",
+    "Rows in a history table's default partition, counted up to 10,000 (PostgreSQL; there"
+    " should be none)",
+    ["table"],
 )
 LAST_SUCCESS = Gauge(
     "bitbybit_retention_last_success_timestamp_seconds",
@@ -83,6 +108,8 @@ class Run:
     cutoff: int
     removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     batches: int = 0
+    dropped: Dropped = field(default_factory=Dropped)
+    """The weeks dropped whole, and those kept (PostgreSQL)."""
 
     def count(self, swept: Swept) -> None:
         self.batches += 1
@@ -92,11 +119,17 @@ class Run:
 
 
 async def run_once(platform: Platform, *, batch: int = BATCH, pause: float = PAUSE) -> Run:
-    """Remove what is older than the retention period, now; counted and logged. ``off`` (nothing
-    done) when the period is 0, ``skipped`` when another process is running it (PostgreSQL).
-    A failure is counted, logged and raised; what earlier batches removed stays removed."""
+    """Remove what is older than the retention period, now; counted and logged. ``off`` when
+    the period is 0 (only the partitions ahead are made), ``skipped`` when another process is
+    running it (PostgreSQL). A failure is counted, logged and raised; what earlier batches
+    removed stays removed.
+
+    On PostgreSQL a run first makes the partitions ahead, then drops the old weeks nothing keeps
+    whole, then sweeps in batches what is left (the kept weeks, the legacy and default
+    partitions), leaving the week of the cutoff to be dropped whole in turn."""
     days = platform.settings.retention_days
     if days == 0:
+        await _try_making_partitions(platform)
         return Run("off", 0)
     run = Run("succeeded", platform.now() - days * DAY_MS)
     started = time.monotonic()
@@ -107,6 +140,10 @@ async def run_once(platform: Platform, *, batch: int = BATCH, pause: float = PAU
                 log.info("retention_skipped", reason="another process is running it")
                 run.outcome = "skipped"
                 return run
+            await _make_partitions(platform)
+            run.dropped = await platform.store.drop_partitions(run.cutoff)
+            PARTITIONS_DROPPED.inc(len(run.dropped.weeks))
+            PARTITIONS_KEPT.set(len(run.dropped.kept))
             await _remove_events(platform, run, batch, pause)
             await _remove_jobs(platform, run, batch, pause)
     except Exception as error:
@@ -116,6 +153,7 @@ async def run_once(platform: Platform, *, batch: int = BATCH, pause: float = PAU
             error=f"{type(error).__name__}: {error}",
             cutoff=iso(run.cutoff),
             batches=run.batches,
+            weeks_dropped=run.dropped.weeks,
             **run.removed,
         )
         raise
@@ -126,9 +164,36 @@ async def run_once(platform: Platform, *, batch: int = BATCH, pause: float = PAU
         cutoff=iso(run.cutoff),
         batches=run.batches,
         seconds=round(time.monotonic() - started, 3),
+        weeks_dropped=run.dropped.weeks,
+        weeks_kept=run.dropped.kept,
         **run.removed,
     )
     return run
+
+
+async def make_partitions(platform: Platform) -> list[str]:
+    """Make the partitions of this week and the next ``PARTITIONS_AHEAD`` weeks that are
+    missing (PostgreSQL), unless another process is running retention (which makes them); the
+    weeks made. ``serve`` and ``worker`` call it at start."""
+    async with platform.store.exclusively("retention") as mine:
+        return await _make_partitions(platform) if mine else []
+
+
+async def _try_making_partitions(platform: Platform) -> None:
+    try:
+        await make_partitions(platform)
+    except Exception as error:  # the runs try again; the default partition takes the rows
+        log.warning("partitions_not_made", error=f"{type(error).__name__}: {error}")
+
+
+async def _make_partitions(platform: Platform) -> list[str]:
+    # The weeks of the ids' own clock: an id's time is the machine's, never a test's clock.
+    made = await platform.store.make_partitions(system_clock(), PARTITIONS_AHEAD)
+    if made:
+        log.info("partitions_made", weeks=made)
+    for table, rows in (await platform.store.default_partition_rows(DEFAULT_ROWS_CAP)).items():
+        DEFAULT_ROWS.labels(table).set(rows)
+    return made
 
 
 async def _remove_events(platform: Platform, run: Run, batch: int, pause: float) -> None:
@@ -141,7 +206,9 @@ async def _remove_events(platform: Platform, run: Run, batch: int, pause: float)
             after: tuple[int, str] | None = None
             while True:
                 async with platform.store.write() as tx:
-                    swept = await tx.sweep_events(tenant, run.cutoff, after, batch)
+                    swept = await tx.sweep_events(
+                        tenant, run.cutoff, after, batch, run.dropped.leave
+                    )
                 run.count(swept)
                 if not swept.more:
                     break
@@ -171,15 +238,15 @@ async def _keep_removing(platform: Platform, every: float, rng: random.Random) -
 
 @contextlib.asynccontextmanager
 async def retaining(platform: Platform) -> AsyncIterator[None]:
-    """Run retention in the background for the block (``serve``, ``worker``): shortly after
-    start, then every ``BITBYBIT_RETENTION_EVERY`` seconds (± 20 %); nothing when
-    ``BITBYBIT_RETENTION_DAYS`` is 0. Leaving the block stops it; a batch cut short rolls back,
-    and the next run (of this or another process) takes it up."""
+    """Run retention in the background for the block (``serve``, ``worker``): the partitions
+    ahead made at once (PostgreSQL), a first run shortly after start, then every
+    ``BITBYBIT_RETENTION_EVERY`` seconds (± 20 %); when ``BITBYBIT_RETENTION_DAYS`` is 0 the runs
+    only make partitions. Leaving the block stops it; a batch cut short rolls back, and the next
+    run (of this or another process) takes it up."""
     settings = platform.settings
+    await _try_making_partitions(platform)
     if settings.retention_days == 0:
         log.info("retention_off", reason="BITBYBIT_RETENTION_DAYS is 0: everything is kept")
-        yield
-        return
     rng = random.Random()  # noqa: S311  # spreading runs out, not cryptography
     task = asyncio.create_task(
         _keep_removing(platform, settings.retention_every, rng), name="retention"

@@ -478,6 +478,21 @@ class UsersTx(Protocol):
     async def prune_sessions(self, now: int, idle_before: int, limit: int) -> int: ...
 
 
+@dataclass(slots=True)
+class Dropped:
+    """What dropping old week partitions did (``Store.drop_partitions``, PostgreSQL): the weeks
+    dropped (``p20261130``, ``legacy``), and the weeks old enough that something in them keeps
+    them, each with the reason (the batched sweep thins those)."""
+
+    weeks: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)
+    leave: tuple[str, int] | None = None
+    """What the batched sweep leaves to a later drop: events whose id is at least the first
+    text (the legacy partition's end: ids of the week partitions) created at or after the time
+    (the start of the week of the cutoff). That week goes whole once it is past the cutoff;
+    deleted row by row meanwhile, it would be empty by then. ``None``: leave nothing (SQLite)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Swept:
     """One batch of retention (``RetentionTx``): the rows removed, per table, and where the
@@ -504,11 +519,17 @@ class RetentionTx(Protocol):
     delivery retried or replayed while the batch runs is kept."""
 
     async def sweep_events(
-        self, tenant: Tenant, cutoff: int, after: tuple[int, str] | None, limit: int
+        self,
+        tenant: Tenant,
+        cutoff: int,
+        after: tuple[int, str] | None,
+        limit: int,
+        leave: tuple[str, int] | None = None,
     ) -> Swept:
         """Look at up to ``limit`` of the tenant's events created before ``cutoff`` (oldest
         first, those after ``after`` in ``(created_at, id)`` order) and remove the ones
-        nothing keeps, with their deliveries and the deliveries' attempts."""
+        nothing keeps, with their deliveries and the deliveries' attempts; those ``leave``
+        names (``Dropped.leave``) are not looked at."""
         ...
 
     async def sweep_jobs(self, cutoff: int, after: tuple[int, str] | None, limit: int) -> Swept:
@@ -613,6 +634,23 @@ class Store(Protocol):
 
     async def migrate(self, target: int | None = None) -> list[str]:
         """Apply pending migrations (up to version ``target``); returns the names applied."""
+        ...
+
+    async def make_partitions(self, now: int, ahead: int) -> list[str]:
+        """PostgreSQL: create the history tables' week partitions of this week and the next
+        ``ahead`` weeks that are missing (``store.partitions``); the weeks made. SQLite, which
+        does not partition: nothing."""
+        ...
+
+    async def drop_partitions(self, cutoff: int) -> Dropped:
+        """PostgreSQL: drop, oldest first, the week partitions that end by ``cutoff`` and hold
+        nothing retention must keep (``store.partitions.keeps``); a week whose tables stay busy
+        for ``partitions.LOCK_TIMEOUT_MS`` is left for the next run. SQLite: nothing."""
+        ...
+
+    async def default_partition_rows(self, cap: int) -> dict[str, int]:
+        """PostgreSQL: the rows in each history table's default partition, counted up to
+        ``cap`` (there should be none). SQLite: an empty dict."""
         ...
 
     async def schema_version(self) -> int: ...

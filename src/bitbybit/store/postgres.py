@@ -30,7 +30,8 @@ from bitbybit.config import DEFAULT_DATABASE_TIMEOUT
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
 from bitbybit.ids import random_base62
 from bitbybit.models import ApiKey, AttemptResult, Event, Job, Message, StatusReport, Tenant
-from bitbybit.store import migrations
+from bitbybit.store import migrations, partitions
+from bitbybit.store.base import Dropped
 from bitbybit.store.sql import (
     KEY_COLUMNS,
     Row,
@@ -219,6 +220,8 @@ async def _keep_session(connection: Any) -> None:
 
 
 class PostgresTx(SqlTx):
+    page_key = "id"  # events are partitioned by id (EventsSql.page_key)
+
     async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
     ) -> list[Job]:
@@ -695,6 +698,59 @@ class PostgresStore:
             except _DRIVER_ERRORS:  # a time limit is an OSError too
                 connection.terminate()
 
+    @asynccontextmanager
+    async def _unhurried(self) -> AsyncIterator[_Driver]:
+        """A connection of its own without the pools' statement time limit, for maintenance
+        whose checks read a whole day of history (``drop_partitions``)."""
+        with _translated:
+            connection = await asyncpg.connect(
+                self.url,
+                timeout=self.timeout,
+                server_settings={**self._session_settings(), "statement_timeout": "0"},
+            )
+        try:
+            yield _Driver(connection)
+        finally:
+            try:
+                await asyncio.wait_for(connection.close(), self.timeout)
+            except _DRIVER_ERRORS:
+                connection.terminate()
+
+    async def make_partitions(self, now: int, ahead: int) -> list[str]:
+        async with self._transaction(readonly=False) as tx:
+            return await partitions.make(tx.db, now, ahead)
+
+    async def drop_partitions(self, cutoff: int) -> Dropped:
+        dropped = Dropped()
+        async with self._unhurried() as db:
+            old, dropped.leave = await partitions.old_weeks(db, cutoff)
+            for week in old:
+                # Looked at first without a lock, so a week that is plainly kept locks nothing;
+                # then checked again under the lock, and dropped.
+                reason = await partitions.keeps(db, week, cutoff)
+                if reason is None:
+                    await db.execute("BEGIN")
+                    try:
+                        reason = await partitions.drop(db, week, cutoff)
+                    except BaseException as error:
+                        with contextlib.suppress(StorageError):
+                            await db.execute("ROLLBACK")
+                        if not isinstance(error.__cause__, asyncpg.LockNotAvailableError):
+                            raise
+                        # Busy (lock_timeout): the later weeks are left for the next run too.
+                        dropped.kept[week.suffix] = "its tables were busy: left for the next run"
+                        break
+                    await db.execute("COMMIT")
+                if reason is None:
+                    dropped.weeks.append(week.suffix)
+                else:
+                    dropped.kept[week.suffix] = reason
+        return dropped
+
+    async def default_partition_rows(self, cap: int) -> dict[str, int]:
+        async with self._transaction(readonly=True) as tx:
+            return await partitions.default_rows(tx.db, cap)
+
     async def schema_version(self) -> int:
         async with self._transaction(readonly=True) as tx:
             exists = await tx.db.fetchrow("SELECT to_regclass('schema_migrations') AS name")
@@ -762,7 +818,8 @@ class PostgresStore:
                     f"{' NOT NULL' if row['is_nullable'] == 'NO' else ''}"
                 )
             indexes = await connection.fetch(
-                "SELECT replace(indexdef, ' ON ' || quote_ident(schemaname) || '.', ' ON ')"
+                "SELECT replace(replace(indexdef, ' ON ' || quote_ident(schemaname) || '.',"
+                " ' ON '), ' ON ONLY ' || quote_ident(schemaname) || '.', ' ON ONLY ')"
                 " AS indexdef FROM pg_indexes WHERE schemaname = current_schema()"
                 " ORDER BY indexname"
             )

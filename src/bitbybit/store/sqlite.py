@@ -36,6 +36,7 @@ from bitbybit.errors import (
 )
 from bitbybit.models import ApiKey, Job
 from bitbybit.store import migrations
+from bitbybit.store.base import Dropped
 from bitbybit.store.sql import Row, SqlTx
 
 BUSY_TIMEOUT_MS = 2
@@ -446,6 +447,15 @@ class SQLiteStore:
         while len(self._known_hashes) > KNOWN_HASHES:
             self._known_hashes.popitem(last=False)
         return counted
+
+    async def make_partitions(self, now: int, ahead: int) -> list[str]:
+        return []  # SQLite does not partition: retention removes in batches
+
+    async def drop_partitions(self, cutoff: int) -> Dropped:
+        return Dropped()
+
+    async def default_partition_rows(self, cap: int) -> dict[str, int]:
+        return {}
 
     @asynccontextmanager
     async def exclusively(self, name: str) -> AsyncIterator[bool]:

@@ -21,6 +21,11 @@ def _event(row: Row) -> Event:
 class EventsSql(ListsSql):
     """Implements ``store.base.EventsTx`` over a ``Driver`` (composed into ``SqlTx``)."""
 
+    page_key = "seq"
+    """The column a page of events is read back by, once its place is found: SQLite's rowid,
+    which every index of the table ends with. PostgreSQL's ``events`` is partitioned by id
+    (migration 0009), so there the id finds a row's partition and its primary key."""
+
     async def insert_event(self, tenant: Tenant, event: Event) -> None:
         await self.db.execute(
             "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
@@ -69,8 +74,8 @@ class EventsSql(ListsSql):
         # are read whole (on SQLite every index of the table ends with seq, its rowid).
         rows = await self.db.fetch(
             "SELECT e.id, e.type, e.payload, e.created_at FROM events e JOIN"
-            f" (SELECT seq FROM events WHERE {where.sql()} ORDER BY {_NEWEST_FIRST}"
-            f" LIMIT {limit} OFFSET {offset}) shown ON e.seq = shown.seq"
+            f" (SELECT {self.page_key} FROM events WHERE {where.sql()} ORDER BY {_NEWEST_FIRST}"
+            f" LIMIT {limit} OFFSET {offset}) shown ON e.{self.page_key} = shown.{self.page_key}"
             " ORDER BY e.created_at DESC, e.seq DESC",
             *where.args,
         )

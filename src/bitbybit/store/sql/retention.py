@@ -80,7 +80,12 @@ class RetentionSql:
         return [row["id"] for row in rows]
 
     async def sweep_events(
-        self, tenant: Tenant, cutoff: int, after: tuple[int, str] | None, limit: int
+        self,
+        tenant: Tenant,
+        cutoff: int,
+        after: tuple[int, str] | None,
+        limit: int,
+        leave: tuple[str, int] | None = None,
     ) -> Swept:
         args: list[Any] = [tenant.company_id, tenant.mode, cutoff, limit]
         where = "company_id = $1 AND mode = $2 AND created_at < $3"
@@ -88,6 +93,9 @@ class RetentionSql:
             # The plain bound lets the index start at the cursor; the row value breaks ties.
             where += " AND created_at >= $5 AND (created_at, id) > ($5, $6)"
             args += [after[0], after[1]]
+        if leave is not None:  # a week that will be dropped whole (PostgreSQL's partitions)
+            args += [leave[0], leave[1]]
+            where += f" AND (id < ${len(args) - 1} OR created_at < ${len(args)})"
         rows = await self.db.fetch(
             f"SELECT id, created_at FROM events WHERE {where} ORDER BY created_at, id LIMIT $4",
             *args,
@@ -118,8 +126,8 @@ class RetentionSql:
         )
         if not events:
             return {}
-        # Under the events' locks no delivery can be added to them (on PostgreSQL a new
-        # delivery's foreign key waits for the lock): read their deliveries again, lock the
+        # Under the events' locks no delivery can be added to them (a replay locks the event it
+        # queues again, FOR KEY SHARE, which waits for ours): read their deliveries again, lock the
         # ones still settled, and remove an event only with every one of its deliveries (a
         # delivery made pending since the look, by a retry by hand, keeps its event whole).
         of_event: dict[str, list[str]] = {row["id"]: [] for row in events}
