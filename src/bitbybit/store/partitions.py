@@ -140,13 +140,11 @@ async def make(db: Driver, now: int, ahead: int) -> list[str]:
 
 
 async def _default_holds(db: Driver, week: Week) -> bool:
+    """Whether the default partitions hold rows of ``week`` (a week made too late)."""
     for table in ("events", "deliveries"):
         low, high = week.bounds(table)
-        key = "id"
         row = await db.fetchrow(
-            f"SELECT 1 AS x FROM {table}_default WHERE {key} >= $1 AND {key} < $2 LIMIT 1",
-            low,
-            high,
+            f"SELECT 1 AS x FROM {table}_default WHERE id >= $1 AND id < $2 LIMIT 1", low, high
         )
         if row is not None:
             return True
@@ -164,18 +162,10 @@ async def old_weeks(db: Driver, cutoff: int) -> tuple[list[Week], tuple[str, int
 
 
 async def keeps(db: Driver, week: Week, cutoff: int) -> str | None:
-    """Why ``week`` must stay (``None``: nothing keeps it). Each check reads one week's
-    partition, or an index of the small queue or of the other weeks' deliveries."""
-    if await db.fetchrow(
-        f"SELECT 1 AS x FROM {week.name('events')} WHERE created_at >= $1 LIMIT 1", cutoff
-    ):
-        return "an event created since the cutoff"
-    if await db.fetchrow(
-        f"SELECT 1 AS x FROM {week.name('deliveries')}"
-        " WHERE status IN ('pending', 'held') OR updated_at >= $1 LIMIT 1",
-        cutoff,
-    ):
-        return "a delivery pending, held, or attempted or changed since the cutoff"
+    """Why ``week`` must stay (``None``: nothing keeps it). The checks that read an index first
+    (the small queue's, the other weeks' deliveries by event), then those that may read the
+    week's own partitions whole (once a week has aged past the cutoff, and again each run while
+    something keeps it)."""
     low, high = week.bounds("deliveries")
     if await db.fetchrow(
         "SELECT 1 AS x FROM delivery_queue WHERE kind = 'webhook'"
@@ -196,6 +186,17 @@ async def keeps(db: Driver, week: Week, cutoff: int) -> str | None:
         *args,
     ):
         return "a later delivery of one of its events (a replay)"
+    deliveries = week.name("deliveries")
+    if await db.fetchrow(
+        f"SELECT 1 AS x FROM {deliveries} WHERE status IN ('pending', 'held') LIMIT 1"
+    ) or await db.fetchrow(
+        f"SELECT 1 AS x FROM {deliveries} WHERE updated_at >= $1 LIMIT 1", cutoff
+    ):
+        return "a delivery pending, held, or attempted or changed since the cutoff"
+    if await db.fetchrow(
+        f"SELECT 1 AS x FROM {week.name('events')} WHERE created_at >= $1 LIMIT 1", cutoff
+    ):
+        return "an event created since the cutoff"
     return None
 
 
