@@ -13,6 +13,7 @@ where two runs can be made to overlap deterministically.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -29,8 +30,8 @@ from bitbybit.config import Settings
 from bitbybit.models import Endpoint, Event, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate
-from bitbybit.services import access, webhooks
-from bitbybit.services.retention import DAY_MS, retaining
+from bitbybit.services import access, retention, webhooks
+from bitbybit.services.retention import DAY_MS, Run, retaining
 from bitbybit.store import Store
 from tests.conftest import DIALECTS, FakeClock, with_settings
 from tests.contract.test_retention import MINUTE, send
@@ -107,6 +108,29 @@ async def test_zero_days_starts_no_task(platform: Platform, clock: FakeClock) ->
         sample("bitbybit_retention_runs_total", outcome=outcome)
         for outcome in ("succeeded", "failed", "skipped")
     )
+
+
+async def test_leaving_ends_the_task_even_when_a_run_swallows_its_cancellation(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.11 an ``asyncio.wait_for`` that ends as it is cancelled can return instead of
+    raising (asyncpg closes connections with one): the run then ends normally, and a loop that
+    only waited to be cancelled would go on for ever while ``retaining`` waited for it."""
+    running = asyncio.Event()
+
+    async def swallowing(platform: Platform) -> Run:
+        running.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        return Run("off", 0)
+
+    monkeypatch.setattr(retention, "run_once", swallowing)
+
+    async def leave() -> None:
+        async with retaining(with_settings(platform, retention_every=0.01)):
+            await running.wait()
+
+    await asyncio.wait_for(leave(), WITHIN)  # a guard against hanging, not a measure
 
 
 # -- in serve and worker processes ---------------------------------------------------------------

@@ -228,12 +228,21 @@ async def _remove_jobs(platform: Platform, run: Run, batch: int, pause: float) -
         await asyncio.sleep(pause)
 
 
-async def _keep_removing(platform: Platform, every: float, rng: random.Random) -> None:
-    await asyncio.sleep(min(every, FIRST_RUN_AFTER) * rng.uniform(0.8, 1.2))
-    while True:
+async def _keep_removing(
+    platform: Platform, every: float, rng: random.Random, stop: asyncio.Event
+) -> None:
+    # ``stop`` as well as the cancellation: on Python 3.11 an ``asyncio.wait_for`` that ends as
+    # it is cancelled (asyncpg's, a connection's close) can swallow the cancellation, and the
+    # loop would then go on for ever while ``retaining`` waits for it to end.
+    pause = min(every, FIRST_RUN_AFTER)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause * rng.uniform(0.8, 1.2))
+        if stop.is_set():
+            return
         with contextlib.suppress(Exception):  # counted and logged; the next run tries again
             await run_once(platform)
-        await asyncio.sleep(every * rng.uniform(0.8, 1.2))
+        pause = every
 
 
 @contextlib.asynccontextmanager
@@ -248,12 +257,14 @@ async def retaining(platform: Platform) -> AsyncIterator[None]:
     if settings.retention_days == 0:
         log.info("retention_off", reason="BITBYBIT_RETENTION_DAYS is 0: everything is kept")
     rng = random.Random()  # noqa: S311  # spreading runs out, not cryptography
+    stop = asyncio.Event()
     task = asyncio.create_task(
-        _keep_removing(platform, settings.retention_every, rng), name="retention"
+        _keep_removing(platform, settings.retention_every, rng, stop), name="retention"
     )
     try:
         yield
     finally:
+        stop.set()
         task.cancel()
         await asyncio.wait([task])  # not ``await task``: that would swallow our own cancellation
 
