@@ -57,7 +57,7 @@ FIRST_RUN_AFTER: Final = 30.0
 process is serving by then, and processes started together spread out."""
 PARTITIONS_AHEAD: Final = 2
 """Weeks ahead whose partitions exist (PostgreSQL): made at start and by every run, so a write
-never finds its week missing while any process has run in the last week."""
+never finds its week missing while any process has run in the last two weeks."""
 DEFAULT_ROWS_CAP: Final = 10_000
 """Rows counted in each default partition (there should be none: docs/retention.md)."""
 EXPORT_PAGE: Final = 500
