@@ -680,11 +680,7 @@ class PostgresStore:
         # it would be held by whatever borrowed it next). Closing the connection releases it; so
         # does the server when the process dies. The key names the schema, so databases in
         # other schemas (the tests') do not skip each other.
-        with _translated:
-            connection = await asyncpg.connect(
-                self.url, timeout=self.timeout, server_settings=self._session_settings()
-            )
-        try:
+        async with self._own_connection() as connection:
             with _translated:
                 mine = await connection.fetchval(
                     "SELECT pg_try_advisory_lock(hashtextextended($1 || ':' || current_schema(),"
@@ -692,28 +688,23 @@ class PostgresStore:
                     f"bitbybit.{name}",
                 )
             yield bool(mine)
-        finally:
-            try:
-                await asyncio.wait_for(connection.close(), self.timeout)
-            except _DRIVER_ERRORS:  # a time limit is an OSError too
-                connection.terminate()
 
     @asynccontextmanager
-    async def _unhurried(self) -> AsyncIterator[_Driver]:
-        """A connection of its own without the pools' statement time limit, for maintenance
-        whose checks read a whole day of history (``drop_partitions``)."""
+    async def _own_connection(self, **settings: str) -> AsyncIterator[Any]:
+        """A connection of its own, outside the pools, with the session's settings (and
+        ``settings`` over them); closed when the block ends."""
         with _translated:
             connection = await asyncpg.connect(
                 self.url,
                 timeout=self.timeout,
-                server_settings={**self._session_settings(), "statement_timeout": "0"},
+                server_settings={**self._session_settings(), **settings},
             )
         try:
-            yield _Driver(connection)
+            yield connection
         finally:
             try:
                 await asyncio.wait_for(connection.close(), self.timeout)
-            except _DRIVER_ERRORS:
+            except _DRIVER_ERRORS:  # a time limit is an OSError too
                 connection.terminate()
 
     async def make_partitions(self, now: int, ahead: int) -> list[str]:
@@ -722,7 +713,9 @@ class PostgresStore:
 
     async def drop_partitions(self, cutoff: int) -> Dropped:
         dropped = Dropped()
-        async with self._unhurried() as db:
+        # Without the pools' statement time limit: a week's checks may read it whole.
+        async with self._own_connection(statement_timeout="0") as connection:
+            db = _Driver(connection)
             old, dropped.leave = await partitions.old_weeks(db, cutoff)
             for week in old:
                 # Looked at first without a lock, so a week that is plainly kept locks nothing;
