@@ -76,7 +76,10 @@ def drive(base_url: str, pid: int, load: Load, profile: str | None = None) -> Ru
     """The wrk load against ``base_url``, with the CPU the server ``pid`` spent meanwhile."""
     spy = None
     if profile:
-        command = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw"]
+        command = [
+            str(Path(sys.executable).with_name("py-spy")),
+            *("record", "--format", "raw", "--rate", "1000"),
+        ]
         spy = subprocess.Popen(
             [*command, "--nonblocking", "-o", profile, "--pid", str(pid)],
             stdout=subprocess.DEVNULL,

@@ -1,4 +1,5 @@
-"""The SQLite driver: one connection per process, WAL, ``BEGIN IMMEDIATE`` for writes.
+"""The SQLite driver: one connection per process, WAL, ``BEGIN IMMEDIATE`` for writes, and
+the writes of concurrent requests committed together (``_Group``).
 
 Statements run synchronously on the event loop's thread: a SQLite statement takes microseconds,
 less than a hop to a worker thread would (see docs/adr/0002-sqlite-on-the-loop.md). An asyncio
@@ -47,6 +48,11 @@ FIRST_PAUSE = 0.002
 LAST_PAUSE = 0.05
 """Seconds between tries of ``BEGIN IMMEDIATE`` while another process holds the write lock:
 doubling from the first to the last, so a short hold costs little and a long one few tries."""
+
+GROUP_LIMIT = 64
+"""Writes one commit takes at most (``_Group``): past it the group commits at once, so that a
+burst neither holds SQLite's write lock, which other processes wait for, nor keeps the first
+write's answer waiting, for long."""
 
 KNOWN_HASHES = 10_000
 """API key hashes ``SQLiteStore.count_key_request`` remembers as having matched a key."""
@@ -211,27 +217,56 @@ class SQLiteTx(SqlTx):
         return ids
 
 
-class _Transaction:
-    """``async with store.write()`` / ``read()``: begin (taking the store's locks), yield the
-    transaction, then commit, or roll back when the block raised; the locks are released either
-    way. A class rather than ``@asynccontextmanager``: it costs a fraction of a generator's
-    set-up, and every request runs two or three of these."""
+class _Read:
+    """``async with store.read()``: ``BEGIN DEFERRED`` on the connection once no other
+    transaction holds it, then ``COMMIT`` (or roll back when the block raised). A class rather
+    than ``@asynccontextmanager``: it costs a fraction of a generator's set-up, and every
+    request runs one or two transactions."""
 
-    __slots__ = ("connection", "store", "tx", "write")
+    __slots__ = ("store",)
 
-    def __init__(self, store: SQLiteStore, write: bool) -> None:
+    def __init__(self, store: SQLiteStore) -> None:
         self.store = store
-        self.write = write
 
     async def __aenter__(self) -> SQLiteTx:
         store = self.store
-        await (store._begin_write() if self.write else store._begin_read())
+        await store._begin_read()
+        return SQLiteTx(_Driver(store.connection))
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        connection = self.store.connection
         try:
-            self.connection = store.connection
-            self.tx = SQLiteTx(_Driver(self.connection))
-        except BaseException:
-            self._release()
-            raise
+            if error is not None:
+                connection.rollback()
+            else:
+                connection.execute("COMMIT")
+        except sqlite3.Error as failure:
+            connection.rollback()
+            raise _translate(failure) from failure
+        finally:
+            self.store._lock.release()
+
+
+class _Write:
+    """``async with store.write()``: the block runs in a savepoint of the process's open write
+    transaction (one is begun when none is open); on a clean exit it waits for that transaction
+    to commit, so a write that returned is on disk as any other commit is. A block that raised
+    is rolled back to its savepoint alone and does not wait. See ``_Group``."""
+
+    __slots__ = ("store", "tx")
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> SQLiteTx:
+        store = self.store
+        await store._join()
+        self.tx = SQLiteTx(_Driver(store.connection))
         return self.tx
 
     async def __aexit__(
@@ -240,26 +275,37 @@ class _Transaction:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        connection = self.connection
-        try:
-            if error is not None:
-                connection.rollback()
-                return
-            try:
-                # In WAL mode COMMIT needs no lock beyond the one BEGIN IMMEDIATE took, and the
-                # checkpoint that may follow it is passive: it never waits, never fails the commit.
-                connection.execute("COMMIT")
-            except sqlite3.Error as failure:
-                connection.rollback()
-                raise _translate(failure) from failure
-        finally:
-            self._release()
-        self.store._ended(self.tx)
+        committed = self.store._leave(self.tx, failed=error is not None)
+        if committed is not None:
+            await committed
 
-    def _release(self) -> None:
-        self.store._lock.release()
-        if self.write:
-            self.store._end_turn()
+
+class _Group:
+    """Write transactions of this process committed together (group commit).
+
+    The first write begins a transaction (``BEGIN IMMEDIATE``) and holds the connection; each
+    write, that one included, runs its block in a savepoint of it (``SAVEPOINT member``), one
+    after another as the store's turn passes. Writes that wait for their turn while the group is
+    open join it; once none holds or awaits the turn, the group commits on the loop's next pass
+    (the requests in flight reach their writes meanwhile and join it too), or at once when
+    ``GROUP_LIMIT`` writes have joined. Each write's ``async with`` ends when the commit has: a
+    write that returned is committed, as before. A commit costs SQLite a write of every page the
+    transaction changed and, every so many pages, a checkpoint; shared by the group's writes,
+    they are paid once for many (docs/adr/0010-sqlite-group-commit.md)."""
+
+    __slots__ = ("due", "members", "scheduled", "waiters", "writing")
+
+    def __init__(self) -> None:
+        self.members: list[SQLiteTx] = []
+        """The transactions of the writes that ended cleanly: told to listeners once committed."""
+        self.waiters: list[asyncio.Future[None]] = []
+        """One per member: done when the group's commit succeeded or failed."""
+        self.writing = False
+        """A write's block is running: the commit waits for it to end."""
+        self.due = False
+        """The commit came due while a block was running: its end commits."""
+        self.scheduled = False
+        """The commit on the loop's next pass is scheduled."""
 
 
 class SQLiteStore:
@@ -278,6 +324,8 @@ class SQLiteStore:
         others wait their turn here, so that only one at a time tries ``BEGIN IMMEDIATE``."""
         self._writers = 0
         """Write transactions holding or awaiting ``_writer``."""
+        self._group: _Group | None = None
+        """The open write transaction the next write joins (it holds ``_lock``): ``_Group``."""
         self.on_deliveries: list[Callable[[frozenset[str] | None], None]] = []
         """Called after a commit that queued deliveries (wakes in-process workers)."""
         self.on_endpoints_changed: list[Callable[[frozenset[str]], None]] = []
@@ -305,6 +353,8 @@ class SQLiteStore:
         self._connection = connection
 
     async def close(self) -> None:
+        if self._group is not None:
+            self._commit(self._group)  # its writes are waiting for it
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -315,42 +365,150 @@ class SQLiteStore:
             raise StorageError("the store is not open")
         return self._connection
 
-    async def _begin_write(self) -> None:
-        """``BEGIN IMMEDIATE``; on return ``_writer`` and ``_lock`` are held.
-
-        While another process holds SQLite's write lock, each try fails after ``BUSY_TIMEOUT_MS``
-        and the next comes after a short sleep with ``_lock`` released, so this process's reads
-        (which WAL lets run beside a writer) and everything else on the loop go on meanwhile.
-        Past ``timeout`` (counted from the call): ``StorageUnavailable``.
-        """
+    async def _join(self) -> None:
+        """Take this process's turn to write, and a savepoint in the open group's transaction,
+        beginning one when none is open. On return ``_writer`` is held (``_leave`` ends the
+        turn), and ``_lock`` is held on the group's behalf until it commits."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         await self._take_turn(deadline)
         try:
-            pause = FIRST_PAUSE
-            while True:
-                await self._lock.acquire()
-                try:
-                    self.connection.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.Error as error:
-                    self._lock.release()
-                    if not _busy(error):
-                        raise _translate(error) from error
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        raise StorageUnavailable(
-                            f"the database is busy: another process held its write lock"
-                            f" for over {self.timeout} s"
-                        ) from error
-                except BaseException:
-                    self._lock.release()
-                    raise
-                await asyncio.sleep(min(pause, left))
-                pause = min(pause * 2, LAST_PAUSE)
+            group = self._group
+            if group is None:
+                await self._begin_write(deadline)
+                group = self._group = _Group()
+            try:
+                self.connection.execute("SAVEPOINT member")
+            except sqlite3.Error as error:
+                self._commit(group, _translate(error))
+                raise _translate(error) from error
+            group.writing = True
         except BaseException:
             self._end_turn()
             raise
+
+    def _leave(self, tx: SQLiteTx, failed: bool) -> asyncio.Future[None] | None:
+        """End a write's block: release its savepoint, or roll back to it when the block
+        failed, and end its turn. Returns what to wait for (the group's commit), or ``None``
+        when there is nothing to wait for: the block failed, so nothing of it stays."""
+        group = self._group
+        assert group is not None, "a write ended outside its group"
+        connection = self.connection
+        group.writing = False
+        try:
+            failure: StorageError | None = None
+            try:
+                if failed:
+                    connection.execute("ROLLBACK TO member")
+                connection.execute("RELEASE member")
+            except sqlite3.Error as error:
+                failure = _translate(error)
+            if not connection.in_transaction:
+                # SQLite rolled the whole transaction back (it does so on some errors: a full
+                # disk, an I/O error): the group's work is lost, and every write in it fails.
+                failure = StorageUnavailable(
+                    "the database rolled back the transaction this write was part of"
+                )
+            if failure is not None:
+                # The transaction is gone, or a savepoint could not be released or rolled back
+                # to: the group cannot be committed whole.
+                self._commit(group, failure)
+                if failed:
+                    return None
+                raise failure
+            waiter = None
+            if not failed:
+                waiter = asyncio.get_running_loop().create_future()
+                group.waiters.append(waiter)
+                group.members.append(tx)
+        finally:
+            self._end_turn()
+        if self._group is group and (group.due or len(group.members) >= GROUP_LIMIT):
+            self._commit(group)
+        return waiter
+
+    def _commit_due(self, group: _Group) -> None:
+        """The loop's next pass after a group's first write ended: commit it, unless a write's
+        block is running in it (that block's end commits)."""
+        if self._group is not group:
+            return  # committed already (full, or the store closed)
+        if group.writing:
+            group.due = True
+            return
+        group.scheduled = False
+        if self._writers:
+            return  # a write has the turn or waits for it: it joins, and its turn's end settles
+        self._commit(group)
+
+    def _settle(self) -> None:
+        """Once no write holds or awaits the turn, schedule the open group's commit."""
+        group = self._group
+        if group is not None and not self._writers and not group.scheduled:
+            group.scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_due, group)
+
+    def _commit(self, group: _Group, failure: StorageError | None = None) -> None:
+        """Commit the group's transaction (roll it back when ``failure`` is given), release
+        the connection, and tell each member's waiter how it ended."""
+        self._group = None
+        connection = self.connection
+        try:
+            if failure is None:
+                try:
+                    # In WAL mode COMMIT needs no lock beyond the one BEGIN IMMEDIATE took, and
+                    # the checkpoint that may follow it is passive: it never waits, never fails
+                    # the commit.
+                    connection.execute("COMMIT")
+                except sqlite3.Error as error:
+                    failure = _translate(error)
+            if failure is not None and connection.in_transaction:
+                connection.rollback()
+        except sqlite3.Error as error:
+            log.error("sqlite_rollback_failed", error=str(error))
+        finally:
+            self._lock.release()
+        for waiter in group.waiters:
+            if waiter.done():
+                continue  # its write was cancelled while it waited: the group went on
+            if failure is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(type(failure)(*failure.args))
+        if failure is None:
+            for tx in group.members:
+                self._ended(tx)
+
+    async def _begin_write(self, deadline: float) -> None:
+        """``BEGIN IMMEDIATE`` (this process's turn to write is held); on return ``_lock`` is
+        held.
+
+        While another process holds SQLite's write lock, each try fails after ``BUSY_TIMEOUT_MS``
+        and the next comes after a short sleep with ``_lock`` released, so this process's reads
+        (which WAL lets run beside a writer) and everything else on the loop go on meanwhile.
+        Past ``deadline``: ``StorageUnavailable``.
+        """
+        loop = asyncio.get_running_loop()
+        pause = FIRST_PAUSE
+        while True:
+            await self._lock.acquire()
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.Error as error:
+                self._lock.release()
+                if not _busy(error):
+                    raise _translate(error) from error
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise StorageUnavailable(
+                        f"the database is busy: another process held its write lock"
+                        f" for over {self.timeout} s"
+                    ) from error
+            except BaseException:
+                self._lock.release()
+                raise
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, LAST_PAUSE)
 
     async def _take_turn(self, deadline: float) -> None:
         """Acquire ``_writer`` by ``deadline``. The wait is bounded only when there is one: with
@@ -365,16 +523,19 @@ class SQLiteStore:
                 await self._writer.acquire()
         except TimeoutError:
             self._writers -= 1
+            self._settle()
             raise StorageUnavailable(
                 f"the database is busy: no turn to write within {self.timeout} s"
             ) from None
         except BaseException:
             self._writers -= 1
+            self._settle()
             raise
 
     def _end_turn(self) -> None:
         self._writers -= 1
         self._writer.release()
+        self._settle()
 
     async def _begin_read(self) -> None:
         """``BEGIN DEFERRED`` (it takes no lock: WAL reads never wait for a writer); on return
@@ -389,9 +550,6 @@ class SQLiteStore:
             self._lock.release()
             raise
 
-    def _transaction(self, write: bool) -> _Transaction:
-        return _Transaction(self, write)
-
     def _ended(self, tx: SQLiteTx) -> None:
         """Tell the in-process listeners what a committed transaction did."""
         if tx.deliveries_created:
@@ -403,14 +561,14 @@ class SQLiteStore:
 
     def write(self, *, durable: bool = True) -> AbstractAsyncContextManager[SQLiteTx]:
         # WAL with synchronous=NORMAL already commits without waiting for the disk.
-        return self._transaction(write=True)
+        return _Write(self)
 
     def read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[SQLiteTx]:
-        return self._transaction(write=False)  # a read transaction is a snapshot in WAL mode
+        return _Read(self)  # a read transaction is a snapshot in WAL mode
 
     async def ping(self, within: float) -> None:
         try:
-            async with asyncio.timeout(within), self._transaction(write=False) as tx:
+            async with asyncio.timeout(within), _Read(self) as tx:
                 await tx.db.fetchrow("SELECT count(*) FROM sqlite_master")
         except TimeoutError:
             raise StorageUnavailable(f"SQLite did not answer within {within} s") from None
