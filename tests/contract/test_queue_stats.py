@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from pathlib import Path
 
 from bitbybit.delivery.policy import SUSPENSION
-from bitbybit.models import AttemptResult, Tenant
+from bitbybit.models import AttemptResult, QueueStats, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import CustomerCreate, EndpointCreate
 from bitbybit.services import access, customers, webhooks
 from bitbybit.store import Tx
+from bitbybit.store.sqlite import SQLiteStore
 from tests.conftest import FakeClock
 
 KIND = "test-sms"
 PHONE = "+6281100000009"
+BIG_QUEUE = 200_000
 
 
 async def stats(platform: Platform, limit: int = 100) -> list[tuple[str, int, int | None]]:
@@ -126,3 +129,64 @@ async def test_a_limit_of_many_targets(platform: Platform, clock: FakeClock) -> 
     assert everything == sorted(everything, key=lambda row: (-row[1], row[0]))
     assert await stats(platform, limit=5) == everything[:5]
     assert all(oldest == now for _, _, oldest in everything)
+
+
+async def test_the_gauges_are_both_reads_together(platform: Platform, clock: FakeClock) -> None:
+    company = await access.create_company(platform, "Stats", "ID")
+    tenant = Tenant(company.id, "live")
+    now = clock.now
+
+    async def enqueue(tx: Tx) -> None:
+        for n in range(3):
+            await tx.enqueue_job(tenant, KIND, f"+62811000000{n:02d}", b"m", now + n * 1_000)
+
+    await platform.run(enqueue)
+    async with platform.store.read() as tx:
+        expected = (await tx.queue_stats(now + 1_000), await tx.queue_stats_by_target(2))
+    assert expected[0].pending == 3
+    assert expected[0].due == 2
+    assert await platform.store.queue_gauges(now + 1_000, 2) == expected
+
+
+async def test_sqlite_reads_the_gauges_of_a_big_queue_while_the_loop_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Counting a big queue takes SQLite a while; the loop must not wait for it: other work
+    runs (here, a task that counts its turns) while the gauges are read."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'gauges.db'}")
+    await store.open()
+    try:
+        await store.migrate()
+        async with store.write() as tx:
+            await tx.db.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)"
+                " INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+                " SELECT printf('dlv_%010d', i), 'wh_' || (i % 7), i, 'webhook' FROM n",
+                BIG_QUEUE,
+            )
+        reading = True
+        turns = 0
+
+        async def other_work() -> None:
+            nonlocal turns
+            while reading:
+                turns += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        before = turns
+        stats, targets = await store.queue_gauges(BIG_QUEUE // 2, 3)
+        during = turns - before
+        reading = False
+        await other
+    finally:
+        await store.close()
+    assert stats == QueueStats(pending=BIG_QUEUE, due=BIG_QUEUE // 2, oldest_due_at=1)
+    assert [(target, pending) for target, pending, _ in targets] == [
+        ("wh_1", BIG_QUEUE // 7 + 1),
+        ("wh_2", BIG_QUEUE // 7 + 1),
+        ("wh_3", BIG_QUEUE // 7 + 1),
+    ]
+    # On the loop's thread the read would have run start to end with no turn for anything else.
+    assert during > 100, during

@@ -45,6 +45,9 @@ FLUSH_BATCH = 2000
 and each waits its turn on a busy event loop: when sending outpaces recording, the waiting
 results make the next batch larger, up to this."""
 STATS_SECONDS = 5.0
+STATS_SHARE = 0.01
+"""The queue gauges are read every ``STATS_SECONDS``, or less often when reading them takes
+long (a queue of millions): the reads take at most this share of the time."""
 RECORD_RETRY_SECONDS = 0.5
 FINAL_FLUSH_SECONDS = 10.0
 """How long a stopping worker keeps trying to record its last results on a database that
@@ -522,17 +525,17 @@ class Worker:
 
     async def _stats_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            started = time.monotonic()
             await self.update_stats()
+            took = time.monotonic() - started
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), STATS_SECONDS)
+                await asyncio.wait_for(stop.wait(), max(STATS_SECONDS, took / STATS_SHARE))
 
     async def update_stats(self) -> None:
         """Set the queue gauges: the whole queue's, and each busiest target's (one read)."""
         now = self.clock()
         try:
-            async with self.store.read() as tx:
-                stats = await tx.queue_stats(now)
-                targets = await tx.queue_stats_by_target(metrics.QUEUE_TARGETS_SHOWN)
+            stats, targets = await self.store.queue_gauges(now, metrics.QUEUE_TARGETS_SHOWN)
         except BitbybitError:
             return
         metrics.QUEUE_PENDING.set(stats.pending)

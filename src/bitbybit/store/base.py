@@ -601,6 +601,15 @@ class Store(Protocol):
         readiness probe); raise ``StorageUnavailable`` if it does not."""
         ...
 
+    async def queue_gauges(
+        self, now: int, shown: int
+    ) -> tuple[QueueStats, list[tuple[str, int, int | None]]]:
+        """``queue_stats(now)`` and ``queue_stats_by_target(shown)``, read together for the
+        operator's gauges. Both read the whole queue, which may hold millions of jobs: SQLite
+        reads them on a connection and thread of their own, so the event loop (the API's, the
+        worker's sending) never waits for them; PostgreSQL in a read of the pool."""
+        ...
+
     async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
     ) -> list[Job]:

@@ -29,7 +29,16 @@ import structlog
 from bitbybit.config import DEFAULT_DATABASE_TIMEOUT
 from bitbybit.errors import IntegrityViolation, StorageError, StorageUnavailable
 from bitbybit.ids import random_base62
-from bitbybit.models import ApiKey, AttemptResult, Event, Job, Message, StatusReport, Tenant
+from bitbybit.models import (
+    ApiKey,
+    AttemptResult,
+    Event,
+    Job,
+    Message,
+    QueueStats,
+    StatusReport,
+    Tenant,
+)
 from bitbybit.store import migrations, partitions
 from bitbybit.store.base import Dropped
 from bitbybit.store.sql import (
@@ -659,6 +668,12 @@ class PostgresStore:
     ) -> list[Job]:
         async with self._step() as step:  # PostgresTx.claim_due is one statement
             return await step.claim_due(owner, now, lease_until, slots)
+
+    async def queue_gauges(
+        self, now: int, shown: int
+    ) -> tuple[QueueStats, list[tuple[str, int, int | None]]]:
+        async with self.read() as tx:
+            return await tx.queue_stats(now), await tx.queue_stats_by_target(shown)
 
     async def ping(self, within: float) -> None:
         deadline = time.monotonic() + within
