@@ -58,7 +58,11 @@ def configure_logging(level: int = logging.INFO, chosen: str | None = None) -> N
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *exceptions,  # uvicorn's "Exception in ASGI application" carries its traceback
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,29 @@ def test_serve_writes_readable_lines_when_asked(tmp_path: Path) -> None:
     assert not any(line.startswith("{") for line in lines), lines
     assert any("[info" in line and "Uvicorn running on" in line for line in lines), lines
     assert any("worker_started" in line and "concurrency=" in line for line in lines), lines
+
+
+def test_a_library_line_with_an_exception_carries_its_traceback_as_json() -> None:
+    """uvicorn logs a request that failed (or was cancelled at shutdown) with ``exc_info``: the
+    JSON line must carry the traceback as text, not the repr of a traceback object."""
+    program = (
+        "import logging\n"
+        "from bitbybit.logs import configure_logging\n"
+        "configure_logging(chosen='json')\n"
+        "try:\n"
+        "    raise ValueError('boom')\n"
+        "except ValueError:\n"
+        "    logging.getLogger('uvicorn.error').exception('Exception in ASGI application')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    (record,) = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert record["event"] == "Exception in ASGI application"
+    assert record["logger"] == "uvicorn.error"
+    assert "exc_info" not in record
+    assert "Traceback (most recent call last)" in record["exception"]
+    assert "ValueError: boom" in record["exception"]
 
 
 def test_a_mistyped_log_format_is_refused_in_one_line(tmp_path: Path) -> None:
