@@ -18,6 +18,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
@@ -36,6 +40,7 @@ from bitbybit.store.sql import SqlTx
 from tests.conftest import POSTGRES_URL, FakeClock, with_settings
 from tests.contract.test_delivery_history import make_endpoint
 from tests.contract.test_store import COMPANY_A, LIVE_A, make_company
+from tests.integration.test_delivery import until
 
 pytestmark = pytest.mark.parametrize("dialect", ["postgres"])
 
@@ -407,3 +412,84 @@ async def test_the_sweep_leaves_the_week_of_the_cutoff_to_be_dropped_whole(
     later = await run_once(at(cutoff_week.end + 30 * DAY_MS), pause=0)
     assert cutoff_week.suffix in later.dropped.weeks
     assert not await exists(store, f"events_{cutoff_week.suffix}")
+
+
+KILLED_WITHIN = 30.0
+
+
+async def test_a_process_killed_in_the_middle_of_a_drop_leaves_the_week_whole(
+    store: Store, endpoint: Endpoint, past_weeks: None, tmp_path: Path
+) -> None:
+    """A real process begins to drop an old week and is killed with SIGKILL while its drop
+    transaction holds some of the week's locks and waits for the rest (another transaction is
+    reading the week's event FOR KEY SHARE): nothing of the week is gone, and the next run
+    drops it whole."""
+    event_id, delivery_id = await put(store, endpoint, OLD + 60_000)
+    schema = cast(PostgresStore, store).schema
+    other = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": str(schema)})
+    watcher = await asyncpg.connect(POSTGRES_URL)
+    program = (
+        "import asyncio, sys\n"
+        "from bitbybit.store.postgres import PostgresStore\n"
+        "async def main():\n"
+        "    store = PostgresStore(sys.argv[1], schema=sys.argv[2], pool_size=1)\n"
+        "    await store.open()\n"
+        "    await store.drop_partitions(int(sys.argv[3]))\n"
+        "asyncio.run(main())\n"
+    )
+    log = tmp_path / "dropper.log"
+    try:
+        busy = other.transaction()
+        await busy.start()
+        await other.execute("SELECT id FROM events WHERE id = $1 FOR KEY SHARE", event_id)
+        with log.open("wb") as out:
+            dropper = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-c", program, POSTGRES_URL, str(schema), str(CUTOFF)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        dropping = f"LOCK TABLE %{suffix(OLD)}%"
+
+        async def waiting_for_the_lock() -> bool:
+            assert dropper.returncode is None, log.read_text()
+            # Watched from outside that transaction: within one, pg_stat_activity stays as it
+            # was first read.
+            return bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE $1",
+                    dropping,
+                )
+            )
+
+        async def gone() -> bool:
+            return not await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1", dropping
+            )
+
+        try:
+            await until(waiting_for_the_lock, KILLED_WITHIN)
+        finally:
+            dropper.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(dropper.wait(), KILLED_WITHIN)
+        await busy.commit()
+        # Its backend learns of the kill when it next writes to the dead client, and ends,
+        # rolling its transaction back.
+        await until(gone, KILLED_WITHIN)
+    finally:
+        await other.close()
+        await watcher.close()
+
+    for table in ("events", "deliveries", "delivery_attempts"):
+        assert await exists(store, f"{table}_{suffix(OLD)}")
+    assert await partition_of(store, "events", event_id) == f"events_{suffix(OLD)}"
+    assert await partition_of(store, "deliveries", delivery_id) == f"deliveries_{suffix(OLD)}"
+    assert await count(store, f"delivery_attempts_{suffix(OLD)}") == 2
+    # The killed process's transaction is gone with it (PostgreSQL rolled it back, its locks
+    # with it): the next run drops the week whole.
+    assert (await store.drop_partitions(CUTOFF)).weeks == [
+        suffix(OLD),
+        suffix(OLD + WEEK_MS),
+        suffix(OLD + 2 * WEEK_MS),
+    ]
+    assert await count(store, "deliveries") == 0
