@@ -1,7 +1,9 @@
 """Shared fixtures: a store per dialect, a platform with a controllable clock, an API client.
 
-PostgreSQL tests get a fresh schema each. Locally they skip with a reason when no server answers;
-with ``CI=true`` they fail instead, so CI never passes by skipping them.
+PostgreSQL tests get a fresh schema each: an empty one (``empty_store``), or one every migration
+was applied to (``store``), made ahead by a helper process (``tests/pg_schemas.py``). Locally they
+skip with a reason when no server answers; with ``CI=true`` they fail instead, so CI never passes
+by skipping them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bitbybit.services import access
 from bitbybit.store import Store
 from bitbybit.store.postgres import PostgresStore
 from bitbybit.store.sqlite import SQLiteStore
+from tests.pg_schemas import SchemaPool
 
 POSTGRES_URL = os.environ.get(
     "BITBYBIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -68,30 +71,61 @@ class FakeClock:
         self.now += ms
 
 
+SCHEMA_POOL_SIZE = 6
+"""Migrated PostgreSQL schemas kept ready: enough for a run of short tests."""
+_SCHEMA_POOL: list[SchemaPool] = []
+
+
+def schema_pool() -> SchemaPool:
+    """The session's pool of migrated PostgreSQL schemas, started on first use."""
+    if not _SCHEMA_POOL:
+        _SCHEMA_POOL.append(SchemaPool(POSTGRES_URL, SCHEMA_POOL_SIZE))
+    return _SCHEMA_POOL[0]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop the schemas the pool made or was given back (waits for its helper process)."""
+    while _SCHEMA_POOL:
+        _SCHEMA_POOL.pop().close()
+
+
 async def make_store(
-    dialect: str, tmp_path_factory: pytest.TempPathFactory
+    dialect: str, tmp_path_factory: pytest.TempPathFactory, *, migrated: bool = False
 ) -> AsyncIterator[Store]:
+    """A store on a fresh database of ``dialect``, closed (its PostgreSQL schema dropped)
+    afterwards; with ``migrated``, every migration applied: SQLite's here, PostgreSQL's by the
+    schema pool ahead of time (``store.migrate()`` exactly as here, in a process of its own)."""
     if dialect == "sqlite":
         path = tmp_path_factory.mktemp("db") / "bitbybit.db"
         store: Store = SQLiteStore(f"sqlite:///{path}")
         await store.open()
         try:
+            if migrated:
+                await store.migrate()
             yield store
         finally:
             await store.close()
         return
     await require_postgres()
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(POSTGRES_URL)
-    await admin.execute(f"CREATE SCHEMA {schema}")
+    pool = schema_pool()
+    if migrated:
+        schema = await pool.take()
+    else:
+        schema = f"t_{secrets.token_hex(6)}"
+        admin = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await admin.execute(f"CREATE SCHEMA {schema}")
+        finally:
+            await admin.close()
     pg = PostgresStore(POSTGRES_URL, schema=schema, pool_size=5)
     try:
         await pg.open()
         yield pg
     finally:
-        await pg.close()
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
+        try:
+            await pg.close()
+        finally:
+            pool.give_back(schema)  # dropped by the pool's process while the next tests run
 
 
 @pytest.fixture(params=DIALECTS)
@@ -109,9 +143,10 @@ async def empty_store(
 
 
 @pytest.fixture
-async def store(empty_store: Store) -> Store:
-    await empty_store.migrate()
-    return empty_store
+async def store(dialect: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
+    """A store with every migration applied."""
+    async for store in make_store(dialect, tmp_path_factory, migrated=True):
+        yield store
 
 
 @pytest.fixture

@@ -43,8 +43,7 @@ class Recorder:
 async def platform(
     tmp_path_factory: pytest.TempPathFactory, settings: Any
 ) -> AsyncIterator[Platform]:
-    async for store in make_store("postgres", tmp_path_factory):
-        await store.migrate()
+    async for store in make_store("postgres", tmp_path_factory, migrated=True):
         yield Platform(store, settings)
 
 

@@ -21,8 +21,7 @@ from tests.contract.test_store import COMPANY_A, LIVE_A, make_company, make_cust
 
 @pytest.fixture
 async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
-    async for store in make_store("postgres", tmp_path_factory):
-        await store.migrate()
+    async for store in make_store("postgres", tmp_path_factory, migrated=True):
         async with store.write() as tx:
             await tx.insert_company(make_company(COMPANY_A))
         yield store
