@@ -12,9 +12,11 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,25 @@ def hook(status: int = 200) -> Iterator[Hook]:
         server.server_close()
 
 
+CONCURRENT_COMMANDS = 4
+"""Independent commands run side by side: each is a process that spends most of its second
+importing, so the machine's cores share the work instead of taking turns."""
+
+
+def side_by_side(*calls: Callable[[], Any]) -> list[Any]:
+    """What each of ``calls`` returned, in their order, the calls made side by side (each
+    starts its own commands: they must not depend on one another)."""
+    with ThreadPoolExecutor(CONCURRENT_COMMANDS) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def run_each(
+    commands: list[list[str]], env: dict[str, str]
+) -> list[subprocess.CompletedProcess[str]]:
+    """``run(*command)`` for each of ``commands``, side by side; the results in their order."""
+    return side_by_side(*(partial(run, *command, env=env) for command in commands))
+
+
 def create_endpoint(company: str, url: str, env: dict[str, str], *extra: str) -> tuple[str, str]:
     """A new endpoint's id and secret, as ``endpoints create`` prints them."""
     endpoint_id, secret = ok("endpoints", "create", "--company", company, "--url", url, *extra,
@@ -190,8 +211,8 @@ def test_help_shows_flags_bare_and_values_by_metavar() -> None:
     paths = _command_paths()
     assert ["endpoints", "rotate-secret"] in paths
     assert ["deliveries", "retry"] in paths
-    for path in paths:
-        done = run(*path, "--help", env={**_inherited(), "COLUMNS": "200"})
+    helps = run_each([[*path, "--help"] for path in paths], env={**_inherited(), "COLUMNS": "200"})
+    for path, done in zip(paths, helps, strict=True):
         assert done.returncode == 0, done.stderr
         assert not tag.search(done.stdout), f"bitbybit {' '.join(path)} --help:\n{done.stdout}"
     shown = run("keys", "create", "--help", env={**_inherited(), "COLUMNS": "200"}).stdout
@@ -245,8 +266,11 @@ def test_every_command_refuses_an_unknown_company(tmp_path: Path) -> None:
         ["whatsapp", "list"],
         ["trigger", "customer.created"],
     ]
-    for command in commands:
-        refused(*command, env=env, saying="no company comp_unknown")
+    # The first alone: it creates the database the others then read side by side.
+    refused(*commands[0], env=env, saying="no company comp_unknown")
+    side_by_side(
+        *(partial(refused, *c, env=env, saying="no company comp_unknown") for c in commands[1:])
+    )
 
 
 def test_migrate_json_lists_what_it_applied(tmp_path: Path) -> None:
@@ -468,22 +492,29 @@ def test_events_list_filters_by_type_and_time(local: dict[str, str], company: st
         [product, "product.created"],
         [customer, "customer.created"],
     ]
-    only = as_json("events", "list", "--company", company, "--type", "customer.created", env=local)
+    since = rows[0][2]
+    listing = partial(ok, "events", "list", "--company", company, env=local)
+    in_json = partial(as_json, "events", "list", "--company", company, env=local)
+    only, since_json, until, test_mode, limited, *_ = side_by_side(  # reads, side by side
+        partial(in_json, "--type", "customer.created"),
+        partial(in_json, "--since", since),
+        partial(listing, "--until", "2001-01-01T00:00:00Z"),
+        partial(listing, "--test"),
+        partial(listing, "--limit", "1"),
+        partial(refused, "events", "list", "--company", company, "--type", "order.shipped",
+                env=local, saying="unknown event type 'order.shipped'"),
+        partial(refused, "events", "list", "--company", company, "--since", "yesterday",
+                env=local, saying="since: 'yesterday' is not an ISO-8601 time"),
+        partial(refused, "events", "list", "--company", "comp_unknown", env=local,
+                saying="no company"),
+    )  # fmt: skip
     assert [e["id"] for e in only] == [customer]
     assert set(only[0]) == {"id", "type", "createdAt", "payload"}
     assert only[0]["payload"]["id"].startswith("cust_")
-    since = rows[0][2]
-    assert [e["id"] for e in as_json("events", "list", "--company", company, "--since", since,
-                                     env=local)] == [product]  # fmt: skip
-    assert ok("events", "list", "--company", company, "--until", "2001-01-01T00:00:00Z",
-              env=local) == []  # fmt: skip
-    assert ok("events", "list", "--company", company, "--test", env=local) == []
-    assert len(ok("events", "list", "--company", company, "--limit", "1", env=local)) == 1
-    refused("events", "list", "--company", company, "--type", "order.shipped", env=local,
-            saying="unknown event type 'order.shipped'")  # fmt: skip
-    refused("events", "list", "--company", company, "--since", "yesterday", env=local,
-            saying="since: 'yesterday' is not an ISO-8601 time")  # fmt: skip
-    refused("events", "list", "--company", "comp_unknown", env=local, saying="no company")
+    assert [e["id"] for e in since_json] == [product]
+    assert until == []
+    assert test_mode == []
+    assert len(limited) == 1
 
 
 def test_deliveries_list_filters_and_refusals(local: dict[str, str], company: str) -> None:
@@ -500,21 +531,27 @@ def test_deliveries_list_filters_and_refusals(local: dict[str, str], company: st
                                              "--endpoint", second, env=local)]  # fmt: skip
     assert len(rows) == 1
     assert rows[0][1:] == ["pending", "customer.created", event, second, "0"]
-    assert len(ok("deliveries", "list", "--company", company, "--event", event, env=local)) == 2
-    assert ok("deliveries", "list", "--company", company, "--status", "failed,held",
-              env=local) == []  # fmt: skip
-    assert ok("deliveries", "list", "--company", company, "--test", env=local) == []
-    refused("deliveries", "list", "--company", company, "--status", "lost", env=local,
-            saying="unknown status 'lost'")  # fmt: skip
-    refused("deliveries", "list", "--company", company, "--endpoint", "we_unknown", env=local,
-            saying="no webhook endpoint we_unknown")  # fmt: skip
-    refused("deliveries", "list", "--company", company, "--event", "evt_unknown", env=local,
-            saying="no event evt_unknown")  # fmt: skip
-    refused("deliveries", "list", "--company", "comp_unknown", env=local, saying="no company")
-    refused("deliveries", "retry", "dlv_unknown", "--company", company, env=local,
-            saying="no delivery dlv_unknown")  # fmt: skip
-    refused("deliveries", "retry", rows[0][0], "--company", company, "--test", env=local,
-            saying=f"no delivery {rows[0][0]}")  # fmt: skip
+    listing = partial(ok, "deliveries", "list", "--company", company, env=local)
+    by_event, failed_or_held, test_mode, *_ = side_by_side(  # reads, side by side
+        partial(listing, "--event", event),
+        partial(listing, "--status", "failed,held"),
+        partial(listing, "--test"),
+        partial(refused, "deliveries", "list", "--company", company, "--status", "lost",
+                env=local, saying="unknown status 'lost'"),
+        partial(refused, "deliveries", "list", "--company", company, "--endpoint", "we_unknown",
+                env=local, saying="no webhook endpoint we_unknown"),
+        partial(refused, "deliveries", "list", "--company", company, "--event", "evt_unknown",
+                env=local, saying="no event evt_unknown"),
+        partial(refused, "deliveries", "list", "--company", "comp_unknown", env=local,
+                saying="no company"),
+        partial(refused, "deliveries", "retry", "dlv_unknown", "--company", company, env=local,
+                saying="no delivery dlv_unknown"),
+        partial(refused, "deliveries", "retry", rows[0][0], "--company", company, "--test",
+                env=local, saying=f"no delivery {rows[0][0]}"),
+    )  # fmt: skip
+    assert len(by_event) == 2
+    assert failed_or_held == []
+    assert test_mode == []
 
 
 def _wait_for_status(company: str, status: str, env: dict[str, str]) -> list[Any]:

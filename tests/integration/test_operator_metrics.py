@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.samples import Sample
 
 from bitbybit import dashboard
 from bitbybit.api.metrics import UNMATCHED
@@ -34,21 +35,30 @@ CUSTOMER_PREFIXES = ("/customer/open/v1", "/customer/api/open/v1")
 WHATSAPP_PREFIXES = ("/whatsapp/open/v1", "/whatsapp/api/open/v1")
 
 
+def samples(name: str) -> Iterator[Sample]:
+    """The registry's samples called ``name``. Only the metric that has them is collected: the
+    registry holds every series the session's requests made, and collecting all of it (as
+    ``REGISTRY.get_sample_value`` does) took some 30 ms a reading, seconds a test."""
+    for metric in REGISTRY.restricted_registry([name]).collect():
+        yield from (sample for sample in metric.samples if sample.name == name)
+
+
+def sample_value(name: str, labels: dict[str, str]) -> float | None:
+    """``REGISTRY.get_sample_value(name, labels)``, reading only that metric."""
+    return next((sample.value for sample in samples(name) if sample.labels == labels), None)
+
+
 def count(route: str, method: str, status: int) -> float:
     labels = {"route": route, "method": method, "status": str(status)}
-    return REGISTRY.get_sample_value(REQUESTS, labels) or 0.0
+    return sample_value(REQUESTS, labels) or 0.0
 
 
 def answered(route: str, method: str) -> float:
     """Requests counted for ``route`` and ``method``, whatever their status."""
     return sum(
         sample.value
-        for metric in REGISTRY.collect()
-        if metric.name == REQUESTS.removesuffix("_total")
-        for sample in metric.samples
-        if sample.name == REQUESTS
-        and sample.labels["route"] == route
-        and sample.labels["method"] == method
+        for sample in samples(REQUESTS)
+        if sample.labels["route"] == route and sample.labels["method"] == method
     )
 
 
@@ -70,7 +80,7 @@ class Deltas:
     def _now(series: tuple[str, str, int]) -> tuple[float, float]:
         route, method, status = series
         labels = {"route": route, "method": method, "status": str(status)}
-        observed = REGISTRY.get_sample_value(f"{SECONDS}_count", labels) or 0.0
+        observed = sample_value(f"{SECONDS}_count", labels) or 0.0
         return count(route, method, status), observed
 
     def changes(self) -> dict[tuple[str, str, int], tuple[float, float]]:
