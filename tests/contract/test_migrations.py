@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from bitbybit.ids import time_prefix
-from bitbybit.models import Tenant
+from bitbybit.models import ListQuery, Tenant
 from bitbybit.store import Store, migrations
 from bitbybit.store.postgres import PostgresStore
 from bitbybit.store.sql import Driver, SqlTx
@@ -397,6 +397,40 @@ async def _seed_v8(db: Driver, version: int) -> None:
         )
 
 
+EVENT_V9 = f"evt_{time_prefix(T0 + 86_400_000)}SeedEventV9"
+DELIVERY_V9 = f"dlv_{time_prefix(T0 + 86_400_000)}SeedDelivV9"
+
+
+async def _seed_v9(db: Driver, version: int) -> None:
+    # Another event, a day later, and its delivery (failed) when the counts arrive (version 10,
+    # which counts what the tables hold on PostgreSQL): the totals of the lists stay exact.
+    await db.execute(
+        "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        EVENT_V9,
+        "co_seed",
+        "live",
+        "order.created",
+        b'{"id":"ord_seed"}',
+        T0 + 86_400_000,
+    )
+    await db.execute(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        DELIVERY_V9,
+        EVENT_V9,
+        "we_seed",
+        "co_seed",
+        "live",
+        "failed",
+        5,
+        T0,
+        T0 + 86_400_000,
+        T0 + 86_400_000,
+    )
+
+
 SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     1: _seed_v1,
     2: _seed_v2,
@@ -406,6 +440,7 @@ SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     6: _seed_v6,
     7: _seed_v7,
     8: _seed_v8,
+    9: _seed_v9,
 }
 
 
@@ -510,6 +545,11 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
         if empty_store.dialect == "postgres":
             assert await _partitions_of(empty_store) == {
                 EVENT_V8: "events_legacy",
+                **(
+                    {EVENT_V9: "events_legacy", DELIVERY_V9: "deliveries_legacy"}
+                    if version >= 9
+                    else {}
+                ),
                 "evt_seed": "events_default",
                 DELIVERY_V8: "deliveries_legacy",
                 "del_seed": "deliveries_legacy",  # "del_" sorts before every "dlv_…" id
@@ -517,6 +557,34 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
                 f"{DELIVERY_V8}/1": "delivery_attempts_legacy",
                 f"{DELIVERY_V8}/2": "delivery_attempts_legacy",
             }
+
+    if version >= 1:  # every list's total is exact (on PostgreSQL, from the counts)
+        await _totals_are_exact(empty_store)
+
+
+async def _totals_are_exact(store: Store) -> None:
+    """The numbered lists' totals of the seeded company, against the rows counted."""
+    async with store.read(snapshot=True) as tx:
+        db = cast(SqlTx, tx).db
+        events = await db.fetch("SELECT type, created_at FROM events WHERE company_id = 'co_seed'")
+        deliveries = await db.fetch(
+            "SELECT endpoint_id, status FROM deliveries WHERE company_id = 'co_seed'"
+        )
+        assert (await tx.list_events(LIVE, ListQuery())).total == len(events)
+        for kind in {row["type"] for row in events}:
+            page = await tx.list_events(LIVE, ListQuery(filters={"type": (kind,)}))
+            assert page.total == sum(row["type"] == kind for row in events)
+        since = ListQuery(filters={"since": (str(T0 + 1),)})
+        assert (await tx.list_events(LIVE, since)).total == sum(
+            row["created_at"] >= T0 + 1 for row in events
+        )
+        for endpoint in {row["endpoint_id"] for row in deliveries}:
+            for statuses in ((), ("failed",), ("pending", "succeeded")):
+                page = await tx.list_deliveries(LIVE, endpoint_id=endpoint, statuses=statuses)
+                assert page.total == sum(
+                    row["endpoint_id"] == endpoint and (not statuses or row["status"] in statuses)
+                    for row in deliveries
+                ), (endpoint, statuses)
 
 
 async def _partitions_of(store: Store) -> dict[str, str]:

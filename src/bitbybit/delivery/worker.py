@@ -46,8 +46,9 @@ and each waits its turn on a busy event loop: when sending outpaces recording, t
 results make the next batch larger, up to this."""
 STATS_SECONDS = 5.0
 STATS_SHARE = 0.01
-"""The queue gauges are read every ``STATS_SECONDS``, or less often when reading them takes
-long (a queue of millions): the reads take at most this share of the time."""
+"""The queue gauges are read, and the kept counts folded (PostgreSQL), every ``STATS_SECONDS``,
+or less often when that takes long (a queue of millions): it takes at most this share of the
+time."""
 RECORD_RETRY_SECONDS = 0.5
 FINAL_FLUSH_SECONDS = 10.0
 """How long a stopping worker keeps trying to record its last results on a database that
@@ -527,9 +528,17 @@ class Worker:
         while not stop.is_set():
             started = time.monotonic()
             await self.update_stats()
+            await self.fold_counts()
             took = time.monotonic() - started
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(STATS_SECONDS, took / STATS_SHARE))
+
+    async def fold_counts(self) -> None:
+        """Fold the kept counts (PostgreSQL), so that a list's total sums a few rows a key."""
+        try:
+            await self.store.fold_counts()
+        except BitbybitError as error:
+            log.warning("counts_not_folded", worker=self.name, error=str(error))
 
     async def update_stats(self) -> None:
         """Set the queue gauges: the whole queue's, and each busiest target's (one read)."""

@@ -662,6 +662,12 @@ class Store(Protocol):
         ``cap`` (there should be none). SQLite: an empty dict."""
         ...
 
+    async def fold_counts(self) -> int:
+        """PostgreSQL: move the kept counts' changes into the counts, a row a key
+        (``store.sql.counts.fold``; the workers do it every few seconds, so a total sums a few
+        rows); the changes moved. SQLite, which keeps no counts: 0."""
+        ...
+
     async def schema_version(self) -> int: ...
     async def describe_schema(self) -> dict[str, list[str]]:
         """Tables, columns and indexes in a comparable form (for the migration tests)."""

@@ -17,7 +17,8 @@ first) is planned over every partition, and with a day each (38 for 30 days) pla
 ``make`` creates the weeks ahead, each made empty and attached (a lock on the parent that lets
 reads and writes go on); ``drop`` drops a week whole once it is older than the cutoff and nothing
 in it must stay (the rules of ``RetentionSql``: no delivery in flight, changed since the cutoff,
-or made later for one of its events by a replay). What ``drop`` keeps, the batched sweep thins;
+or made later for one of its events by a replay), and subtracts the week from the kept counts
+(``store.sql.counts``) in the same transaction. What ``drop`` keeps, the batched sweep thins;
 what it will drop, the sweep leaves to it (``Dropped.leave``).
 """
 
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from bitbybit.ids import time_prefix
+from bitbybit.store.sql import counts
 from bitbybit.store.sql.driver import Driver
 
 DAY_MS: Final = 24 * 60 * 60 * 1000
@@ -213,6 +215,7 @@ async def drop(db: Driver, week: Week, cutoff: int) -> str | None:
     reason = await keeps(db, week, cutoff)
     if reason is not None:
         return reason
+    await counts.forget(db, week.name("events"), week.name("deliveries"))
     await db.execute(f"DROP TABLE {', '.join(names)}")
     return None
 

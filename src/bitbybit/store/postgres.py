@@ -34,6 +34,7 @@ from bitbybit.models import (
     AttemptResult,
     Event,
     Job,
+    ListQuery,
     Message,
     QueueStats,
     StatusReport,
@@ -46,9 +47,11 @@ from bitbybit.store.sql import (
     Row,
     SqlTx,
     api_key_from_row,
+    counts,
     job_from_row,
     succeeded_endpoints,
 )
+from bitbybit.store.sql.driver import _Where
 from bitbybit.store.sql.messaging import new_reports
 
 log = structlog.get_logger("bitbybit.store")
@@ -230,6 +233,21 @@ async def _keep_session(connection: Any) -> None:
 
 class PostgresTx(SqlTx):
     page_key = "id"  # events are partitioned by id (EventsSql.page_key)
+
+    async def _events_total(self, tenant: Tenant, where: _Where, query: ListQuery) -> int:
+        total = await counts.events_total(self.db, tenant, query)
+        return await super()._events_total(tenant, where, query) if total is None else total
+
+    async def _deliveries_total(
+        self,
+        tenant: Tenant,
+        endpoint_id: str | None,
+        event_id: str | None,
+        wanted: Sequence[str],
+    ) -> int:
+        if event_id is not None:  # one event's few deliveries: counted from deliveries_event
+            return await super()._deliveries_total(tenant, endpoint_id, event_id, wanted)
+        return await counts.deliveries_total(self.db, tenant, endpoint_id, wanted)
 
     async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
@@ -758,6 +776,10 @@ class PostgresStore:
     async def default_partition_rows(self, cap: int) -> dict[str, int]:
         async with self._transaction(readonly=True) as tx:
             return await partitions.default_rows(tx.db, cap)
+
+    async def fold_counts(self) -> int:
+        async with self._transaction(readonly=False) as tx:
+            return await counts.fold(tx.db)
 
     async def schema_version(self) -> int:
         async with self._transaction(readonly=True) as tx:

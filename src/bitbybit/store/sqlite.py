@@ -648,6 +648,9 @@ class SQLiteStore:
     async def default_partition_rows(self, cap: int) -> dict[str, int]:
         return {}
 
+    async def fold_counts(self) -> int:
+        return 0  # SQLite keeps no counts: a page's total is counted from an index
+
     @asynccontextmanager
     async def exclusively(self, name: str) -> AsyncIterator[bool]:
         # Nothing to take: the write lock already makes every process's batches take turns,

@@ -164,6 +164,32 @@ class DeliveriesSql:
         known = [s for s in _STATUSES if s in statuses]
         unknown = sorted(set(statuses) - set(_STATUSES))  # none is stored: they match nothing
         wanted = [] if len(known) == len(_STATUSES) else known + unknown
+        total = await self._deliveries_total(tenant, endpoint_id, event_id, wanted)
+
+        where = self._listed(tenant, endpoint_id, event_id)
+        if wanted:
+            self._in_statuses(where, wanted)
+        limit_param = where.param(limit)
+        offset_param = where.param((page - 1) * limit)
+        # OFFSET skips ids alone; the page's rows alone are read whole and joined to their events.
+        rows = await self.db.fetch(
+            f"SELECT {self._DELIVERY_COLUMNS} FROM (SELECT id FROM deliveries WHERE {where.sql()}"
+            f" ORDER BY created_at DESC, id DESC LIMIT {limit_param} OFFSET {offset_param}) shown"
+            " JOIN deliveries d ON d.id = shown.id JOIN events ev ON ev.id = d.event_id"
+            " ORDER BY d.created_at DESC, d.id DESC",
+            *where.args,
+        )
+        return Page([_delivery(row) for row in rows], total, page, limit)
+
+    async def _deliveries_total(
+        self,
+        tenant: Tenant,
+        endpoint_id: str | None,
+        event_id: str | None,
+        wanted: Sequence[str],
+    ) -> int:
+        """The number of ``list_deliveries``'s deliveries in the statuses ``wanted`` (none:
+        all); PostgreSQL keeps counts (``store.sql.counts``)."""
         # The exact count, from an index alone for the bulk: the succeeded deliveries are
         # counted as all of them less the few others (read from deliveries_unsettled), never
         # by reading each one's status in the table.
@@ -182,22 +208,7 @@ class DeliveriesSql:
             count_sql = f"SELECT COUNT(*) AS n FROM deliveries WHERE {counted.sql()}"
             count_args = counted.args
         count_row = await self.db.fetchrow(count_sql, *count_args)
-        total = int(count_row["n"]) if count_row is not None else 0
-
-        where = self._listed(tenant, endpoint_id, event_id)
-        if wanted:
-            self._in_statuses(where, wanted)
-        limit_param = where.param(limit)
-        offset_param = where.param((page - 1) * limit)
-        # OFFSET skips ids alone; the page's rows alone are read whole and joined to their events.
-        rows = await self.db.fetch(
-            f"SELECT {self._DELIVERY_COLUMNS} FROM (SELECT id FROM deliveries WHERE {where.sql()}"
-            f" ORDER BY created_at DESC, id DESC LIMIT {limit_param} OFFSET {offset_param}) shown"
-            " JOIN deliveries d ON d.id = shown.id JOIN events ev ON ev.id = d.event_id"
-            " ORDER BY d.created_at DESC, d.id DESC",
-            *where.args,
-        )
-        return Page([_delivery(row) for row in rows], total, page, limit)
+        return int(count_row["n"]) if count_row is not None else 0
 
     async def delivery_position(
         self, tenant: Tenant, delivery_id: str, *, endpoint_id: str | None = None

@@ -62,12 +62,7 @@ class EventsSql(ListsSql):
     async def list_events(self, tenant: Tenant, query: ListQuery) -> Page:
         where = _Where(tenant)
         self._common_filters(where, query)
-        # The count reads events_company, or events_type with a type: an index-only scan on
-        # PostgreSQL once vacuum has marked the (insert-only) table's pages all-visible.
-        count_row = await self.db.fetchrow(
-            f"SELECT COUNT(*) AS n FROM events WHERE {where.sql()}", *where.args
-        )
-        total = int(count_row["n"]) if count_row is not None else 0
+        total = await self._events_total(tenant, where, query)
         limit = where.param(query.limit)
         offset = where.param((query.page - 1) * query.limit)
         # The rows skipped by OFFSET are found by their place alone, and only the page's rows
@@ -80,6 +75,15 @@ class EventsSql(ListsSql):
             *where.args,
         )
         return Page([_event(row) for row in rows], total, query.page, query.limit)
+
+    async def _events_total(self, tenant: Tenant, where: _Where, query: ListQuery) -> int:
+        """The number of events ``where`` (``query``'s filters) matches. Counted from
+        events_company, or events_type with a type (on SQLite; PostgreSQL keeps counts:
+        ``store.sql.counts``)."""
+        row = await self.db.fetchrow(
+            f"SELECT COUNT(*) AS n FROM events WHERE {where.sql()}", *where.args
+        )
+        return 0 if row is None else int(row["n"])
 
     async def event_position(self, tenant: Tenant, event_id: str) -> tuple[int, int] | None:
         row = await self.db.fetchrow(
