@@ -27,12 +27,13 @@ from typing import Any, cast
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from bitbybit.clock import system_clock
 from bitbybit.ids import time_prefix
 from bitbybit.models import Endpoint
 from bitbybit.runtime import Platform
-from bitbybit.services.retention import DAY_MS, run_once
+from bitbybit.services.retention import DAY_MS, retaining, run_once
 from bitbybit.store import Store
 from bitbybit.store.partitions import WEEK_MS, week_of, week_start
 from bitbybit.store.postgres import PostgresStore
@@ -381,6 +382,35 @@ async def test_runs_of_two_processes_at_once_make_each_week_once(platform: Platf
         await other.close()
     assert sorted(run.outcome for run in made) == ["skipped", "succeeded"]
     assert await exists(platform.store, f"events_{suffix(THIS + 2 * WEEK_MS)}")
+
+
+async def test_weeks_the_database_refuses_to_make_at_start_are_made_by_the_next_run(
+    platform: Platform,
+) -> None:
+    """As ``serve`` and ``worker`` start (``retaining``), the weeks ahead are made; a database
+    that refuses (here: another session holds ``events`` locked, so making a week gives up at
+    its lock timeout) is logged, the process goes on, and the next run makes them."""
+    schema = cast(PostgresStore, platform.store).schema
+    ahead = f"events_{suffix(THIS + 2 * WEEK_MS)}"
+    other = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": str(schema)})
+    try:
+        locked = other.transaction()
+        await locked.start()
+        await other.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        with capture_logs() as logs:
+            async with retaining(platform):
+                started = True  # the block runs: the process goes on
+        await locked.rollback()
+    finally:
+        await other.close()
+    assert started
+    refused = [log for log in logs if log["event"] == "partitions_not_made"]
+    assert len(refused) == 1, logs
+    assert "due to lock timeout" in refused[0]["error"]
+    assert not await exists(platform.store, ahead)
+
+    assert (await run_once(platform, pause=0)).outcome == "succeeded"
+    assert await exists(platform.store, ahead)
 
 
 async def test_the_sweep_leaves_the_week_of_the_cutoff_to_be_dropped_whole(
