@@ -12,7 +12,9 @@ joins once a fifth of the deliveries arrived; the first is stopped with SIGTERM 
   queue row is left (none leased, none pending);
 - the per-key rate limit is counted in the database, so it holds across the two API processes:
   a burst of ``LIMIT + EXTRA`` requests with one key, spread over both, gets exactly ``LIMIT``
-  answers 2xx and ``EXTRA`` 429.
+  answers 2xx and ``EXTRA`` 429;
+- each company's numbered lists' ``total`` (the kept counts of ADR 0011, changed by both APIs
+  and both workers and folded by the workers) is the count of its rows.
 """
 
 from __future__ import annotations
@@ -29,19 +31,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from aiohttp import web
 
 from bitbybit.config import Settings
-from bitbybit.models import Tenant
+from bitbybit.models import ListQuery, Tenant
 from bitbybit.runtime import Platform
 from bitbybit.schemas import EndpointCreate
 from bitbybit.services import access, webhooks
 from bitbybit.services.access import WINDOW_MS
 from bitbybit.store import Store
+from bitbybit.store.sql import SqlTx
 from bitbybit.webhooks.signing import ID_HEADER
 from tests.conftest import CUSTOMERS
 from tests.integration.receivers import Receiver, receiver
@@ -165,6 +168,33 @@ async def companies(platform: Platform, url: str, count: int) -> list[Company]:
         await webhooks.create_endpoint(platform, tenant, EndpointCreate(url=url))
         made.append(Company(raw, tenant))
     return made
+
+
+async def list_totals(store: Store, made: list[Company]) -> list[tuple[int, int]]:
+    """For each company, its events' and its endpoint's succeeded deliveries': the numbered
+    list's ``total`` and the rows counted, read in one snapshot."""
+    found = []
+    for company in made:
+        async with store.read(snapshot=True) as tx:
+            tenant = company.tenant
+            (endpoint,) = await tx.list_endpoints(tenant)
+            db = cast(SqlTx, tx).db
+            events = await db.fetchrow(
+                "SELECT COUNT(*) AS n FROM events WHERE company_id = $1", tenant.company_id
+            )
+            succeeded = await db.fetchrow(
+                "SELECT COUNT(*) AS n FROM deliveries WHERE endpoint_id = $1"
+                " AND status = 'succeeded'",
+                endpoint.id,
+            )
+            assert events is not None
+            assert succeeded is not None
+            found.append(((await tx.list_events(tenant, ListQuery())).total, int(events["n"])))
+            listed = await tx.list_deliveries(
+                tenant, endpoint_id=endpoint.id, statuses=("succeeded",)
+            )
+            found.append((listed.total, int(succeeded["n"])))
+    return found
 
 
 async def load(http: httpx.AsyncClient, apis: list[str], made: list[Company]) -> Counter[int]:
@@ -339,6 +369,8 @@ async def test_two_apis_and_two_workers_on_one_postgresql(tmp_path: Path) -> Non
         }
         queued = await fetch(store, "SELECT COUNT(*) AS n FROM delivery_queue")
         events = {row["id"] for row in await fetch(store, "SELECT id FROM events")}
+        totals = await list_totals(store, made)
+        folded = await fetch(store, "SELECT COUNT(*) AS n FROM event_counts")
 
     print(
         f"{EVENTS} events; the second worker joined, the first stopped at {stop.arrived}"
@@ -382,6 +414,10 @@ async def test_two_apis_and_two_workers_on_one_postgresql(tmp_path: Path) -> Non
     stopped = [line for line in log_lines(first.log) if line.get("event") == "worker_stopped"]
     assert [line["unrecorded"] for line in stopped] == [0], first.tail()
     assert int(queued[0]["n"]) == 0
+
+    # The lists' totals are the rows (the kept counts, ADR 0011), and the workers folded them.
+    assert [listed for listed, _ in totals] == [counted for _, counted in totals]
+    assert int(folded[0]["n"]) > 0
 
     # The API's own metrics name the route, not the path.
     assert (
