@@ -102,9 +102,9 @@ async def seed_company(
         " WHEN created_at > $5::bigint - 7200000 AND h < 400 THEN 'pending' ELSE 'succeeded' END"
     )
     await connection.execute(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"  # noqa: S608  # constants
-        " next_attempt_at, last_status_code, last_error, created_at, updated_at)"
-        " SELECT id, event_id, endpoint_id, $1, 'live', status,"
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, event_type,"  # noqa: S608  # constants
+        " attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at)"
+        f" SELECT id, event_id, endpoint_id, $1, 'live', status, {TYPES},"
         " CASE status WHEN 'failed' THEN 5 WHEN 'held' THEN 0 ELSE 1 END,"
         " CASE status WHEN 'pending' THEN $5::bigint + 60000 ELSE created_at END,"
         " CASE status WHEN 'failed' THEN 500 WHEN 'pending' THEN 503"
@@ -116,7 +116,7 @@ async def seed_company(
         " AS id,"
         f"  'evt_' || {stamp(created)} || '{tag}' || lpad(i::text, 11, '0') AS event_id,"
         "   ($2::text[])[(i % 2) * 2 + k + 1] AS endpoint_id,"
-        "   ((2 * i + k) * 761) % 1000 AS h,"
+        "   ((2 * i + k) * 761) % 1000 AS h, (i * 503 + 17) % 1000 AS r,"
         "   $3::bigint + (i::bigint * $4::bigint) / $6 AS created_at"
         "  FROM generate_series(0, $6 - 1) AS i, (VALUES (0), (1)) AS kk(k)) s) d",
         company,

@@ -182,7 +182,7 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
         customer = await platform.run(lambda tx: customers.insert(platform, tx, tenant, data))
         async with platform.store.read() as tx:
             page = await tx.list_deliveries(tenant, endpoint_id=endpoint_id, limit=1)
-        event_id = page.items[0].event_id
+        event_id, event_type = page.items[0].event_id, page.items[0].event_type
         del customer
     finally:
         await platform.close()
@@ -195,10 +195,10 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
             db.execute(
                 "WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i <= ?)"
                 " INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
-                " attempts, next_attempt_at, created_at, updated_at)"
-                " SELECT 'dlv_0' || printf('%019d', i), ?, ?, ?, 'live', 'pending', 0, ?, ?, ?"
+                " event_type, attempts, next_attempt_at, created_at, updated_at)"
+                " SELECT 'dlv_0' || printf('%019d', i), ?, ?, ?, 'live', 'pending', ?, 0, ?, ?, ?"
                 " FROM n",
-                (size, event_id, endpoint_id, company, now, now, now),
+                (size, event_id, endpoint_id, company, event_type, now, now, now),
             )
             db.execute(
                 "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
@@ -211,8 +211,8 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
     try:
         await connection.execute(
             "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
-            " attempts, next_attempt_at, created_at, updated_at)"
-            " SELECT 'dlv_0' || lpad(i::text, 19, '0'), $1, $2, $3, 'live', 'pending', 0,"
+            " event_type, attempts, next_attempt_at, created_at, updated_at)"
+            " SELECT 'dlv_0' || lpad(i::text, 19, '0'), $1, $2, $3, 'live', 'pending', $6, 0,"
             " $4, $4, $4"
             " FROM generate_series(2, $5) AS i",
             event_id,
@@ -220,6 +220,7 @@ async def seed_backlog(database_url: str, company: str, endpoint_id: str, size: 
             company,
             now,
             size,
+            event_type,
         )
         await connection.execute(
             "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"

@@ -315,11 +315,11 @@ async def fill(store: Store) -> tuple[Endpoint, Endpoint]:
         )
         await db.execute(
             "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
-            " attempts, next_attempt_at, created_at, updated_at)"
+            " event_type, attempts, next_attempt_at, created_at, updated_at)"
             " SELECT 'dlv_' || substr(ev.id, 5) || w.n, ev.id,"
             " CASE WHEN ev.company_id = $1 THEN $2 WHEN w.n = 1 THEN $3 ELSE $4 END,"
             " ev.company_id, 'live', CASE WHEN ev.seq % 100 = 0 THEN 'failed'"
-            " WHEN ev.seq % 300 = 0 THEN 'held' ELSE 'succeeded' END, 1, 0,"
+            " WHEN ev.seq % 300 = 0 THEN 'held' ELSE 'succeeded' END, ev.type, 1, 0,"
             " ev.created_at, ev.created_at"
             " FROM events ev, (SELECT 1 AS n UNION ALL SELECT 2) w"
             " WHERE w.n = 1 OR ev.company_id <> $1",
@@ -343,6 +343,11 @@ def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 BIG = {"events", "deliveries"}
 FEW = "deliveries_unsettled"
+
+
+def big(relation: str | None) -> bool:
+    """Whether ``relation`` is one of the big tables or one of their partitions."""
+    return relation is not None and relation.split("_")[0] in BIG
 
 
 async def plans(store: Store, statements: list[tuple[str, tuple[Any, ...]]]) -> list[list[Any]]:
@@ -450,3 +455,52 @@ async def test_counts_read_an_index_alone_and_nothing_reads_a_whole_table(store:
         assert not whole_table_read(postgres, plan), (sql, plan)
         if number in counted:
             assert index_alone_or_the_few(postgres, plan), (sql, plan)
+
+
+def indexes_read(postgres: bool, plan: list[Any]) -> list[str]:
+    """The indexes of the big tables a plan reads, by name (SQLite: its plan's lines)."""
+    if postgres:
+        return [
+            str(node["Index Name"])
+            for node in plan
+            if big(node.get("Relation Name")) and "Index Name" in node
+        ]
+    return [line for line in plan if " INDEX " in line]
+
+
+async def test_a_type_filter_and_the_chart_read_the_deliveries_indexes_alone(
+    store: Store,
+) -> None:
+    """A delivery's event type is its own (migration 0011): the history filtered by a type
+    reads ``deliveries_type`` and never ``events``; the chart reads two indexes, not the rows."""
+    one, _ = await fill(store)
+    async with store.read() as tx:
+        recorder = Recorder(tx.db)  # type: ignore[attr-defined]
+        tx.db = recorder  # type: ignore[attr-defined]
+        found, _ = await tx.delivery_history(LIVE_A, event_type="order.created", limit=20)
+        await tx.delivery_history(LIVE_A, event_type="order.created", endpoint_id=one.id)
+        await tx.delivery_chart(LIVE_A, T0, T0 + 10**7)
+        statements = recorder.statements
+    assert found
+    assert {delivery.event_type for delivery in found} == {"order.created"}
+    assert not any(" events " in f"{sql} " or "JOIN events" in sql for sql, _ in statements)
+    postgres = isinstance(store, PostgresStore)
+    by_type, by_type_and_endpoint, chart = await plans(store, statements)
+    for plan in (by_type, by_type_and_endpoint, chart):
+        assert not whole_table_read(postgres, plan), plan
+    assert any(
+        "event_type" in name or "deliveries_type" in name
+        for name in indexes_read(postgres, by_type)
+    ), by_type
+    read = indexes_read(postgres, chart)
+    # (a partition's copy of deliveries_troubled is named ``…_company_id_mode_created_at_idx``)
+    assert any("troubled" in name or name.endswith("mode_created_at_idx") for name in read), read
+    if postgres:  # counted from the indexes alone: no row of the table is read
+        assert all(
+            node["Node Type"] == "Index Only Scan"
+            for node in chart
+            if big(node.get("Relation Name")) and "Index Name" in node
+        ), chart
+    else:
+        assert any("COVERING INDEX deliveries_history" in line for line in read), read
+        assert any("deliveries_troubled" in line for line in read), read

@@ -70,14 +70,15 @@ async def add_events(store: Store, rows: list[tuple[str, str, str, int]]) -> Non
 async def add_deliveries(store: Store, rows: list[tuple[str, str, str, str, str, int]]) -> None:
     """Deliveries ``(id, event_id, endpoint_id, mode, status, created_at)`` of company A."""
     values = ", ".join(
-        f"(${6 * n + 1}, ${6 * n + 2}, ${6 * n + 3}, '{COMPANY_A}', ${6 * n + 4}, ${6 * n + 5},"
+        f"(${6 * n + 1}, ${6 * n + 2}, ${6 * n + 3}, '{COMPANY_A}', ${6 * n + 4}, ${6 * n + 5},"  # noqa: S608
+        f" (SELECT type FROM events WHERE id = ${6 * n + 2}),"
         f" 1, ${6 * n + 6}, ${6 * n + 6}, ${6 * n + 6})"
         for n in range(len(rows))
     )
     await sql(
         store,
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"  # noqa: S608
-        f" next_attempt_at, created_at, updated_at) VALUES {values}",
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"  # noqa: S608
+        f" event_type, attempts, next_attempt_at, created_at, updated_at) VALUES {values}",
         *[value for row in rows for value in row],
     )
 
@@ -209,9 +210,10 @@ async def test_the_store_writes_are_counted(store: Store, endpoints: list[Endpoi
 async def test_folding_leaves_a_row_a_key_and_the_same_totals(
     store: Store, endpoints: list[Endpoint]
 ) -> None:
-    for n in range(30):  # thirty statements: thirty changes of one key
-        await add_events(store, [(ident("evt", D0 + n), "live", TYPES[0], D0 + n)])
-    event = ident("evt", D0)
+    made = [ident("evt", D0 + n) for n in range(30)]
+    for n, made_id in enumerate(made):  # thirty statements: thirty changes of one key
+        await add_events(store, [(made_id, "live", TYPES[0], D0 + n)])
+    event = made[0]
     await add_deliveries(store, [(ident("dlv", D0), event, endpoints[1].id, "live", "pending", D0)])
     await sql(store, "UPDATE deliveries SET status = 'succeeded'")  # two changes
     await sql(store, "DELETE FROM deliveries")  # the changes of each key sum to nothing
@@ -276,8 +278,9 @@ async def test_every_snapshot_is_exact_while_writers_and_folds_run(
                 )
                 await db.execute(
                     "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
-                    " attempts, next_attempt_at, created_at, updated_at)"
-                    " SELECT $1 || e.n, $2, e.id, $3, 'live', 'pending', 0, $4, $4, $4"
+                    " event_type, attempts, next_attempt_at, created_at, updated_at)"
+                    " SELECT $1 || e.n, $2, e.id, $3, 'live', 'pending',"
+                    " (SELECT type FROM events WHERE id = $2), 0, $4, $4, $4"
                     " FROM unnest($5::text[]) WITH ORDINALITY AS e(id, n)",
                     ident("dlv", at),
                     event_id,

@@ -431,6 +431,39 @@ async def _seed_v9(db: Driver, version: int) -> None:
     )
 
 
+EVENT_V10 = f"evt_{time_prefix(T0 + 2 * 86_400_000)}SeedEventV10"
+DELIVERY_V10 = f"dlv_{time_prefix(T0 + 2 * 86_400_000)}SeedDelivV10"
+
+
+async def _seed_v10(db: Driver, version: int) -> None:
+    # An event of a type of its own and its delivery, before deliveries carry their event's
+    # type (version 11): the migration gives every delivery its event's.
+    await db.execute(
+        "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        EVENT_V10,
+        "co_seed",
+        "live",
+        "product.deleted",
+        b'{"id":"prod_gone"}',
+        T0 + 2 * 86_400_000,
+    )
+    await db.execute(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        DELIVERY_V10,
+        EVENT_V10,
+        "we_seed",
+        "co_seed",
+        "live",
+        "succeeded",
+        1,
+        T0,
+        T0 + 2 * 86_400_000,
+    )
+
+
 SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     1: _seed_v1,
     2: _seed_v2,
@@ -441,6 +474,7 @@ SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     7: _seed_v7,
     8: _seed_v8,
     9: _seed_v9,
+    10: _seed_v10,
 }
 
 
@@ -550,6 +584,11 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
                     if version >= 9
                     else {}
                 ),
+                **(
+                    {EVENT_V10: "events_legacy", DELIVERY_V10: "deliveries_legacy"}
+                    if version >= 10
+                    else {}
+                ),
                 "evt_seed": "events_default",
                 DELIVERY_V8: "deliveries_legacy",
                 "del_seed": "deliveries_legacy",  # "del_" sorts before every "dlv_…" id
@@ -560,6 +599,26 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
 
     if version >= 1:  # every list's total is exact (on PostgreSQL, from the counts)
         await _totals_are_exact(empty_store)
+    if version >= 2:  # every delivery carries its event's type, and is found by it
+        await _types_are_carried(empty_store)
+
+
+async def _types_are_carried(store: Store) -> None:
+    """Each seeded delivery's ``event_type`` is its event's, and the history filtered by a
+    type lists exactly the deliveries of that type's events."""
+    async with store.read() as tx:
+        db = cast(SqlTx, tx).db
+        rows = await db.fetch(
+            "SELECT d.id, d.event_type, ev.type FROM deliveries d JOIN events ev"
+            " ON ev.id = d.event_id WHERE d.company_id = 'co_seed'"
+        )
+        assert rows
+        assert [row["event_type"] for row in rows] == [row["type"] for row in rows]
+        for kind in {row["type"] for row in rows}:
+            found, more = await tx.delivery_history(LIVE, event_type=kind, limit=100)
+            assert not more
+            assert sorted(d.id for d in found) == sorted(r["id"] for r in rows if r["type"] == kind)
+            assert {d.event_type for d in found} == {kind}
 
 
 async def _totals_are_exact(store: Store) -> None:

@@ -124,9 +124,10 @@ async def put(
     delivery_id = ident("dlv", at)
     await sql(
         store,
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, 'live', $5, 2, $6, $6, $7)",
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, event_type,"
+        " attempts, next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, 'live', $5, (SELECT type FROM events WHERE id = $2), 2, $6,"
+        " $6, $7)",
         delivery_id,
         event_id,
         endpoint.id,

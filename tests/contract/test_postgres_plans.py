@@ -68,9 +68,9 @@ async def test_a_claim_looks_deliveries_up_by_index_on_a_large_analyzed_queue(
     async with store.pool.acquire() as connection:
         await connection.execute(
             "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status,"
-            " attempts, next_attempt_at, created_at, updated_at)"
+            " event_type, attempts, next_attempt_at, created_at, updated_at)"
             " SELECT 'dlv_0' || lpad(i::text, 19, '0'), event_id, endpoint_id, company_id, mode,"
-            " status, 0, next_attempt_at, created_at, updated_at"
+            " status, event_type, 0, next_attempt_at, created_at, updated_at"
             " FROM deliveries, generate_series(1, $1) AS i",
             QUEUED,
         )

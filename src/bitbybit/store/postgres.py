@@ -283,13 +283,15 @@ class PostgresTx(SqlTx):
 
     async def _insert_deliveries(self, rows: Sequence[tuple[Any, ...]], now: int) -> None:
         # One statement (one round trip in the API's transaction) for both tables.
-        ids, event_ids, endpoint_ids, companies, modes, statuses, _ = zip(*rows, strict=True)
+        ids, event_ids, endpoint_ids, companies, modes, statuses, _, types = zip(*rows, strict=True)
         await self.db.execute(
             f"WITH d AS ({self._DELIVERY_INSERT} SELECT u.id, u.event_id, u.endpoint_id,"
-            " u.company_id, u.mode, u.status, 0, $6, $6, $6 FROM unnest($1::text[], $2::text[],"
-            " $3::text[], $4::text[], $5::text[], $7::text[])"
-            " AS u(id, event_id, endpoint_id, company_id, mode, status) RETURNING id, endpoint_id,"
-            " status) INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+            " u.company_id, u.mode, u.status, u.event_type, 0, $6, $6, $6"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $7::text[], $8::text[])"
+            " AS u(id, event_id, endpoint_id, company_id, mode, status, event_type)"
+            " RETURNING id, endpoint_id, status)"
+            " INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
             " SELECT id, endpoint_id, $6, 'webhook' FROM d WHERE status = 'pending'",
             list(ids),
             list(event_ids),
@@ -298,6 +300,7 @@ class PostgresTx(SqlTx):
             list(modes),
             now,
             list(statuses),
+            list(types),
         )
 
     async def _write_results(
