@@ -373,6 +373,24 @@ def parse_capacity(text: str) -> list[Figure]:
     return figures
 
 
+def parse_api_overhead(text: str) -> list[Figure]:
+    """bench_api_overhead.py: an API write's CPU as served and through a bare ASGI handler."""
+    found = last(
+        r"^POST /customers in process.*: served (\d+) us CPU a request \(median\), bare (\d+) us;"
+        r" routing, dependencies and middleware (-?\d+) us \((-?\d+)%\)",
+        text,
+    )
+    if found is None:
+        return []
+    served, bare, difference, share = (float(value) for value in found.groups())
+    return [
+        Figure("CPU per request, served (median)", served, "µs"),
+        Figure("CPU per request, bare ASGI handler (median)", bare, "µs"),
+        Figure("routing, dependencies and middleware", difference, "µs"),
+        Figure("their share of the served request", share, "%"),
+    ]
+
+
 def parse_messaging_accept(text: str) -> list[Figure]:
     """bench_messaging.py accept: send-template against ``POST /customers``, through serve."""
     figures = rate_pair(
@@ -479,6 +497,16 @@ BENCHMARKS = [
         },
         parse_create_customers,
         database_url=True,
+    ),
+    Benchmark(
+        "api-overhead",
+        ("bench_api_overhead.py",),
+        {
+            "quick": ("--requests", "3000", "--rounds", "1"),
+            "full": ("--requests", "6000", "--rounds", "3"),
+        },
+        parse_api_overhead,
+        databases=("sqlite",),
     ),
     Benchmark(
         "delivery-throughput",
