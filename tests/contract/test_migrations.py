@@ -351,6 +351,39 @@ async def _seed_v7(db: Driver, version: int) -> None:
     )
 
 
+async def _event_and_delivery(
+    db: Driver,
+    ids: tuple[str, str],
+    event_type: str,
+    payload: bytes,
+    status: str,
+    attempts: int,
+    at: int,
+) -> None:
+    """An event of company ``co_seed`` made at ``at`` and its delivery to ``we_seed``, in the
+    columns every version from 8 to 10 has (``ids``: the event's and the delivery's)."""
+    event_id, delivery_id = ids
+    await db.execute(
+        "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
+        " VALUES ($1, 'co_seed', 'live', $2, $3, $4)",
+        event_id,
+        event_type,
+        payload,
+        at,
+    )
+    await db.execute(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, 'we_seed', 'co_seed', 'live', $3, $4, $5, $6, $6)",
+        delivery_id,
+        event_id,
+        status,
+        attempts,
+        T0,
+        at,
+    )
+
+
 EVENT_V8 = f"evt_{time_prefix(T0)}SeedEventV8"
 DELIVERY_V8 = f"dlv_{time_prefix(T0)}SeedDelivV8"
 
@@ -359,30 +392,9 @@ async def _seed_v8(db: Driver, version: int) -> None:
     # An event, its delivery (settled) and two attempts with ids that begin with their time, as
     # ids have for a long time: on PostgreSQL version 9 leaves them in the legacy partitions,
     # and moves the older ids that do not begin with a time (``evt_seed`` …) to the defaults.
-    await db.execute(
-        "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        EVENT_V8,
-        "co_seed",
-        "live",
-        "customer.created",
-        b'{"id":"cust_seed"}',
-        T0,
-    )
-    await db.execute(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        DELIVERY_V8,
-        EVENT_V8,
-        "we_seed",
-        "co_seed",
-        "live",
-        "succeeded",
-        2,
-        T0,
-        T0,
-        T0,
+    ids = (EVENT_V8, DELIVERY_V8)
+    await _event_and_delivery(
+        db, ids, "customer.created", b'{"id":"cust_seed"}', "succeeded", 2, T0
     )
     for number, status in ((1, 500), (2, 200)):
         await db.execute(
@@ -404,30 +416,9 @@ DELIVERY_V9 = f"dlv_{time_prefix(T0 + 86_400_000)}SeedDelivV9"
 async def _seed_v9(db: Driver, version: int) -> None:
     # Another event, a day later, and its delivery (failed) when the counts arrive (version 10,
     # which counts what the tables hold on PostgreSQL): the totals of the lists stay exact.
-    await db.execute(
-        "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        EVENT_V9,
-        "co_seed",
-        "live",
-        "order.created",
-        b'{"id":"ord_seed"}',
-        T0 + 86_400_000,
-    )
-    await db.execute(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        DELIVERY_V9,
-        EVENT_V9,
-        "we_seed",
-        "co_seed",
-        "live",
-        "failed",
-        5,
-        T0,
-        T0 + 86_400_000,
-        T0 + 86_400_000,
+    ids = (EVENT_V9, DELIVERY_V9)
+    await _event_and_delivery(
+        db, ids, "order.created", b'{"id":"ord_seed"}', "failed", 5, T0 + 86_400_000
     )
 
 
@@ -438,29 +429,9 @@ DELIVERY_V10 = f"dlv_{time_prefix(T0 + 2 * 86_400_000)}SeedDelivV10"
 async def _seed_v10(db: Driver, version: int) -> None:
     # An event of a type of its own and its delivery, before deliveries carry their event's
     # type (version 11): the migration gives every delivery its event's.
-    await db.execute(
-        "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        EVENT_V10,
-        "co_seed",
-        "live",
-        "product.deleted",
-        b'{"id":"prod_gone"}',
-        T0 + 2 * 86_400_000,
-    )
-    await db.execute(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-        DELIVERY_V10,
-        EVENT_V10,
-        "we_seed",
-        "co_seed",
-        "live",
-        "succeeded",
-        1,
-        T0,
-        T0 + 2 * 86_400_000,
+    ids = (EVENT_V10, DELIVERY_V10)
+    await _event_and_delivery(
+        db, ids, "product.deleted", b'{"id":"prod_gone"}', "succeeded", 1, T0 + 2 * 86_400_000
     )
 
 

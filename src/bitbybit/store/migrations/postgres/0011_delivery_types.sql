@@ -1,8 +1,8 @@
 -- A delivery carries its event's type (docs/adr/0012-delivery-types.md): the delivery lists of
 -- the API and the dashboard show it, and filter on it, from the deliveries alone. Before, each
--- row listed was joined to its event (a lookup in every week's partition of `events`), and a
--- filter by a rare type walked the company's deliveries newest first, looking each one's event
--- up, until a page of them matched.
+-- row listed was joined to its event, and a filter by a rare type either walked the company's
+-- deliveries newest first, looking each one's event up, until a page of them matched, or looked
+-- each event of the type's deliveries up in every week's partition of `deliveries`.
 --
 -- The type is written once, with the delivery, and never changes (nor does an event's type).
 -- The rows already there are given theirs here: one pass over the deliveries, with the count
