@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from bitbybit import __version__, dashboard
 from bitbybit.api import errors
+from bitbybit.api.direct import Direct
 from bitbybit.api.middleware import Guard
 from bitbybit.api.openapi import openapi_document
 from bitbybit.api.routes import customers, messages, meta, orders, products, webhooks
@@ -145,6 +146,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override hook
+    app.add_middleware(Direct, api=app)  # inside Guard: see api/direct.py
     app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes)
     return app
 

@@ -49,7 +49,7 @@ def rate_headers(rate: RateState) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _replay(body: bytes, then: Receive) -> Receive:
+def replay(body: bytes, then: Receive) -> Receive:
     """Hand the buffered body to the app, then pass through (to see a disconnect)."""
     sent = False
 
@@ -129,7 +129,7 @@ class Guard:
             if body is None:
                 await self._refuse_size(scope, receive, send)
                 return
-            receive = _replay(body, receive)
+            receive = replay(body, receive)
 
         await self.app(scope, receive, send)
 
