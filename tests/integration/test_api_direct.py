@@ -272,3 +272,24 @@ async def test_both_paths_create_alike(pair: Pair, account: Account) -> None:
     assert replayed.headers["idempotent-replayed"] == again.headers["idempotent-replayed"] == "true"
     assert created.content == replayed.content == again.content
     assert pair.spy.handed_on == []
+
+
+def test_unsent_parameters_take_the_values_fastapi_gives_them(platform: Platform) -> None:
+    """A request that sends no query string, or none of a route's headers, gets the values
+    FastAPI worked out for an empty set, without asking it again; the header names it looks for
+    include each parameter's alias."""
+    customers = families(create_app(platform=platform))[0]
+    create = customers.literal[("POST", "/customers")]
+    listing = customers.literal[("GET", "/customers")]
+    assert create is not None
+    assert listing is not None
+    assert create.headers.unsent == {"idempotency_key": None}
+    assert {"idempotency-key", "idempotency_key"} <= create.headers.names
+    assert listing.query.unsent == {
+        "page": 1,
+        "limit": 20,
+        "search": None,
+        "source": None,
+        "tags": None,
+        "sort": None,
+    }

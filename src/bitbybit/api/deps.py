@@ -79,7 +79,8 @@ async def check_access(request: Request) -> None:
 
 def refuse_nul(request: Request) -> None:
     """Ids and query values reach the database, whose text cannot hold NUL: 400, never 500."""
-    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+    query = request.query_params.multi_items() if request.scope["query_string"] else ()
+    for name, value in (*request.path_params.items(), *query):
         if isinstance(value, str) and "\x00" in value:
             raise ValidationFailed.field(name, "must not contain NUL characters")
 

@@ -36,22 +36,27 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI, params
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import AliasChoices
+from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bitbybit.api.middleware import BODY_METHODS, JSON_TYPES, replay
 from bitbybit.limits import too_deep
+
+if TYPE_CHECKING:
+    from fastapi._compat import ModelField  # the type of FastAPI's analysed parameters
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
@@ -68,6 +73,47 @@ class Dependency:
     use_cache: bool
 
 
+UNCHANGING = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Params:
+    """A route's query or header parameters, and the values FastAPI gives them in a request that
+    sends none of them (worked out once, by FastAPI, from an empty set)."""
+
+    fields: tuple[ModelField, ...]
+    unsent: Mapping[str, Any] | None
+    """None when those values are not all plain constants (or some parameter is required)."""
+    names: frozenset[str]
+    """Every name, lowercased, under which FastAPI could find one of them (header parameters:
+    a request whose headers have none of these sends none of them)."""
+
+    @classmethod
+    def of(cls, fields: Iterable[ModelField], empty: Mapping[str, Any]) -> Params:
+        fields = tuple(fields)
+        values, errors = request_params_to_args(fields, empty)
+        unsent = None if errors or not _constants(values) else values
+        names: set[str] = set()
+        for field in fields:
+            alias = field.field_info.validation_alias
+            if isinstance(alias, AliasChoices) and all(isinstance(c, str) for c in alias.choices):
+                names.update(str(choice) for choice in alias.choices)
+            elif alias is not None and not isinstance(alias, str):
+                unsent = None  # a path into a value: always asked of FastAPI
+            else:
+                names.update(n for n in (alias, field.alias, field.name) if n)
+            names.add(field.name.replace("_", "-"))
+        return cls(fields, unsent, frozenset(name.lower() for name in names))
+
+    def sent_headers(self, scope: Scope) -> bool:
+        names = self.names
+        return any(name.decode("latin-1") in names for name, _ in scope["headers"])
+
+
+def _constants(values: Mapping[str, Any]) -> bool:
+    return all(isinstance(value, UNCHANGING) for value in values.values())
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a route's endpoint needs, from FastAPI's analysis of it."""
@@ -76,7 +122,10 @@ class Plan:
     original: APIRoute
     endpoint: Callable[..., Awaitable[Any]]
     solved: tuple[Dependency, ...]
-    body_fields: tuple[Any, ...]
+    path_fields: tuple[ModelField, ...]
+    query: Params
+    headers: Params
+    body_fields: tuple[ModelField, ...]
     embed_body: bool
     request_param: str | None
 
@@ -99,6 +148,9 @@ class Plan:
             original=original,
             endpoint=dependant.call,  # type: ignore[arg-type]
             solved=tuple(solved),
+            path_fields=tuple(dependant.path_params),
+            query=Params.of(dependant.query_params, QueryParams()),
+            headers=Params.of(dependant.header_params, Headers()),
             body_fields=tuple(dependant.body_params),
             embed_body=bool(route._embed_body_fields),
             request_param=dependant.request_param_name,
@@ -278,14 +330,6 @@ class Direct:
             await self.app(scope, receive, send)
             return
         scope.update(child)  # as routing marks it, for Guard's metrics
-        started = False
-
-        async def sender(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
             cache: dict[Any, Any] = {}
             for dependency in plan.solved:
@@ -306,12 +350,8 @@ class Direct:
             handler = self._handler(error)
             if handler is None:
                 raise
-            if started:
-                raise RuntimeError(
-                    "Caught handled exception, but response already started."
-                ) from error
             response = await handler(request, error)
-        await response(routed, receive, sender)
+        await response(routed, receive, send)
 
     def _handler(self, error: Exception) -> Handler | None:
         if isinstance(error, HTTPException) and error.status_code in self.status_handlers:
@@ -355,24 +395,42 @@ def _json(scope: Scope, body: bytes) -> Any:
 
 def _values(plan: Plan, request: Request, path_params: dict[str, Any]) -> dict[str, Any] | None:
     """The path, query and header values, or None if any does not validate."""
-    dependant = plan.route.dependant
     values: dict[str, Any] = {}
-    if dependant.path_params and not _into(values, dependant.path_params, path_params):
+    if plan.path_fields and not _into(values, plan.path_fields, path_params):
         return None
-    if dependant.query_params and not _into(values, dependant.query_params, request.query_params):
-        return None
-    if dependant.header_params and not _into(values, dependant.header_params, request.headers):
-        return None
+    scope = request.scope
+    query, headers = plan.query, plan.headers
+    if query.fields:
+        if query.unsent is not None and not scope["query_string"]:
+            values.update(query.unsent)
+        elif not _into(values, query.fields, request.query_params):
+            return None
+    if headers.fields:
+        if headers.unsent is not None and not headers.sent_headers(scope):
+            values.update(headers.unsent)
+        elif not _into(values, headers.fields, request.headers):
+            return None
     return values
 
 
-def _into(values: dict[str, Any], fields: Any, received: Mapping[str, Any]) -> bool:
+def _into(
+    values: dict[str, Any], fields: Sequence[ModelField], received: Mapping[str, Any]
+) -> bool:
     found, errors = request_params_to_args(fields, received)
     values.update(found)
     return not errors
 
 
 async def _body(plan: Plan, parsed: Any, values: dict[str, Any]) -> bool:
+    """The body's value, validated as FastAPI validates it (its one field, not embedded: the
+    field's own validation, which is what ``request_body_to_args`` does then)."""
+    if len(plan.body_fields) == 1 and not plan.embed_body:
+        field = plan.body_fields[0]
+        value, errors = field.validate(parsed, {}, loc=("body",))
+        if errors:
+            return False
+        values[field.name] = value
+        return True
     found, errors = await request_body_to_args(
         body_fields=list(plan.body_fields), received_body=parsed, embed_body_fields=plan.embed_body
     )
