@@ -6,8 +6,9 @@ Two ways of making the same write, each on a fresh SQLite file, each called as a
 application with ``--concurrency`` requests in flight (no HTTP server or client in between),
 in turn for ``--rounds`` rounds; the CPU of this process per request of each:
 
-- **served**: the application as ``bitbybit serve`` builds it (``create_app``: the ``Guard``
-  middleware, FastAPI's routing, dependencies and validation, the route's handler);
+- **served**: the application as ``bitbybit serve`` builds it (``create_app``: FastAPI's outer
+  layers, the ``Guard`` middleware, the ``Direct`` layer that takes the route to its endpoint
+  with FastAPI's validation, the dependencies, the route's handler);
 - **bare**: a plain ASGI handler calling the same services in the same order: the request id,
   ``access.authenticate`` and ``admit``, the depth check, the body validated by the same
   pydantic model (``CustomerCreate``), ``services.customers.insert`` through ``run_once``, the
