@@ -310,19 +310,24 @@ class PostgresTx(SqlTx):
         # One statement for the batch: the attempts, the queue rows this worker still leases
         # (dropped when the delivery is done, rescheduled when it will be retried) and the
         # deliveries whose queue row it held. Deliveries deleted meanwhile (with their endpoint)
-        # get no attempt row; the ones that got one are returned.
+        # get no attempt row; the ones that got one are returned. The lease is compared with
+        # ``u.owner``, a column of the batch, not with the parameter: statistics taken while
+        # few rows were leased put ``lease_owner = $10`` at one row, and the planner then read
+        # the queue for it and compared every leased row with every result (2,000 results
+        # against 2,000 leased rows: 4,000,000 comparisons, 1.6 s; more leased rows passed the
+        # database timeout, again at every retry, and the results waited unrecorded).
         rows = await self.db.fetch(
-            "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
-            " $4::bigint[], $5::bigint[], $6::text[], $7::bytea[], $8::text[], $9::bigint[])"
-            " AS u(id, number, started, latency, code, error, body, status, due)),"
+            "WITH u AS (SELECT *, $10::text AS owner FROM unnest($1::text[], $2::bigint[],"
+            " $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bytea[], $8::text[],"
+            " $9::bigint[]) AS u(id, number, started, latency, code, error, body, status, due)),"
             f" attempts AS ({self._ATTEMPT_INSERT}"
             " SELECT id, number, started, latency, code, error, body, $10 FROM u"
             " WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = u.id) RETURNING delivery_id),"
             " done AS (DELETE FROM delivery_queue AS q USING u WHERE q.delivery_id = u.id"
-            " AND q.lease_owner = $10 AND u.status <> 'pending' RETURNING q.delivery_id),"
+            " AND q.lease_owner = u.owner AND u.status <> 'pending' RETURNING q.delivery_id),"
             " again AS (UPDATE delivery_queue AS q SET due_at = u.due, lease_owner = NULL,"
-            " lease_expires_at = NULL FROM u WHERE q.delivery_id = u.id AND q.lease_owner = $10"
-            " AND u.status = 'pending' RETURNING q.delivery_id),"
+            " lease_expires_at = NULL FROM u WHERE q.delivery_id = u.id"
+            " AND q.lease_owner = u.owner AND u.status = 'pending' RETURNING q.delivery_id),"
             " mine AS (SELECT delivery_id FROM done UNION ALL SELECT delivery_id FROM again),"
             " answered AS (UPDATE webhook_endpoints SET exhausted_in_row = 0"
             " WHERE id = ANY($12::text[]) AND exhausted_in_row <> 0),"
@@ -343,20 +348,20 @@ class PostgresTx(SqlTx):
         columns = [*_result_columns(results), [r.deferred for r in results]]
         # ``_write_results`` for jobs in one statement: a deferred job gets no attempt row; a job
         # deleted meanwhile (with its company) gets nothing; the outcome counts only where this
-        # worker still held the queue row.
+        # worker still held the queue row (compared with ``u.owner``, as there).
         rows = await self.db.fetch(
-            "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
-            " $4::bigint[], $5::bigint[], $6::text[], $7::bytea[], $8::text[], $9::bigint[],"
-            " $10::boolean[]) AS u(id, number, started, latency, code, error, body, status, due,"
-            " deferred)), found AS (SELECT u.* FROM u JOIN jobs j ON j.id = u.id),"
+            "WITH u AS (SELECT *, $11::text AS owner FROM unnest($1::text[], $2::bigint[],"
+            " $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bytea[], $8::text[],"
+            " $9::bigint[], $10::boolean[]) AS u(id, number, started, latency, code, error, body,"
+            " status, due, deferred)), found AS (SELECT u.* FROM u JOIN jobs j ON j.id = u.id),"
             " attempts AS (INSERT INTO job_attempts (job_id, number, started_at, latency_ms,"
             " status_code, error, response_body, worker) SELECT id, number, started, latency,"
             " code, error, body, $11 FROM found WHERE NOT deferred),"
             " done AS (DELETE FROM delivery_queue AS q USING found u WHERE q.delivery_id = u.id"
-            " AND q.lease_owner = $11 AND u.status <> 'pending' RETURNING q.delivery_id),"
+            " AND q.lease_owner = u.owner AND u.status <> 'pending' RETURNING q.delivery_id),"
             " again AS (UPDATE delivery_queue AS q SET due_at = u.due, lease_owner = NULL,"
             " lease_expires_at = NULL FROM found u WHERE q.delivery_id = u.id"
-            " AND q.lease_owner = $11 AND u.status = 'pending' RETURNING q.delivery_id),"
+            " AND q.lease_owner = u.owner AND u.status = 'pending' RETURNING q.delivery_id),"
             " mine AS (SELECT delivery_id FROM done UNION ALL SELECT delivery_id FROM again),"
             " updated AS (UPDATE jobs AS j SET status = u.status, attempts = u.number,"
             " next_attempt_at = u.due, last_status_code = u.code, last_error = u.error,"
