@@ -98,11 +98,11 @@ class Params:
             alias = field.field_info.validation_alias
             if isinstance(alias, AliasChoices) and all(isinstance(c, str) for c in alias.choices):
                 names.update(str(choice) for choice in alias.choices)
-            elif alias is not None and not isinstance(alias, str):
+            elif isinstance(alias, str):
+                names.add(alias)
+            elif alias is not None:
                 unsent = None  # a path into a value: always asked of FastAPI
-            else:
-                names.update(n for n in (alias, field.alias, field.name) if n)
-            names.add(field.name.replace("_", "-"))
+            names.update((field.alias, field.name, field.name.replace("_", "-")))
         return cls(fields, unsent, frozenset(name.lower() for name in names))
 
     def sent_headers(self, scope: Scope) -> bool:
