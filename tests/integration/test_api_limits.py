@@ -420,7 +420,7 @@ async def test_json_at_the_depth_limit_can_be_sent(sending: Platform, account: A
     async with receiver() as hook, client_for(sending) as client:
         await created(client, PRODUCTS, product(nested(MAX_JSON_DEPTH - 1)), account.headers)
         (event,) = await events_of(sending, account)
-        sender = Sender(sending.settings, connections=1)
+        sender = Sender(sending.settings)
         try:
             result = await sender.send(hook.url, event.id, event.type, event.payload, ["whsec_x"])
         finally:

@@ -1,4 +1,4 @@
-"""Real aiohttp requests through ``new_connector`` with a stub DNS: the SSRF guard at connect time.
+"""Real requests through the worker's HTTP client with a stub DNS: the SSRF guard at connect time.
 
 A real ``aiohttp.web`` server listens on loopback; names are "resolved" by a stub, so no DNS query
 leaves the machine. An autouse socket guard wraps ``socket.socket.connect``/``connect_ex``, the
@@ -6,8 +6,8 @@ event loop's ``sock_connect`` and ``socket.getaddrinfo``: any connection to a no
 address (or a DNS lookup of a real name) is stopped before it reaches the kernel and fails the
 test, even if the code under test swallows the error. A test may declare one public-looking
 address (``93.184.215.14``, only ever named by the stub) as *expected*: attempts to it are still
-stopped and answered with ``ConnectionRefusedError``, and recorded, so a test can prove aiohttp
-dialled exactly the address that was checked.
+stopped and answered with ``ConnectionRefusedError``, and recorded, so a test can prove the
+client dialled exactly the address that was checked.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from bitbybit.delivery import ssrf
+from bitbybit.delivery.http import ConnectFailed, HttpClient
 from bitbybit.delivery.ssrf import (
-    GuardedConnector,
+    GuardedResolver,
+    ParsedTarget,
     RefusedAddress,
     TargetPolicy,
-    new_connector,
     refusal_from,
 )
 
@@ -243,18 +245,29 @@ class StubResolver(AbstractResolver):
         self.closed = True
 
 
-def session_for(
-    policy: TargetPolicy, stub: AbstractResolver, **options: Any
-) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=new_connector(policy, inner=stub, **options), timeout=TIMEOUT, trust_env=False
-    )
+@contextlib.asynccontextmanager
+async def session_for(
+    policy: TargetPolicy, stub: AbstractResolver, *, keepalive_s: float = 30.0
+) -> AsyncIterator[HttpClient]:
+    client = HttpClient(GuardedResolver(policy, stub), keepalive_s=keepalive_s)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
-async def attempt(session: aiohttp.ClientSession, url: str) -> int:
-    async with session.post(url, data=b"{}", allow_redirects=False) as response:
-        await response.read()
-        return response.status
+def target_of(url: str) -> ParsedTarget:
+    """The URL as the client gets it, with none of ``check_url``'s checks: what is tested here
+    is the guard at connect time alone."""
+    parsed = URL(url)
+    assert parsed.raw_host is not None
+    assert parsed.port is not None
+    return ParsedTarget(parsed.scheme, parsed.raw_host, parsed.port, None, parsed.raw_path)
+
+
+async def attempt(client: HttpClient, url: str) -> int:
+    answer = await asyncio.wait_for(client.post(target_of(url), b"{}", {}, 4096), 10)
+    return answer.status
 
 
 # --- the guard at connect time ---------------------------------------------------------------
@@ -293,7 +306,7 @@ async def test_refused_private_target_is_never_dialled(
 ) -> None:
     stub = StubResolver(["127.0.0.1"])
     async with session_for(STRICT_HTTP, stub) as session:
-        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+        with pytest.raises(ConnectFailed) as caught:
             await attempt(session, f"http://{HOST}:{receiver.port}/hook")
     error = caught.value
     assert isinstance(error.os_error, RefusedAddress)
@@ -325,13 +338,13 @@ async def test_dns_rebinding_each_new_connection_is_checked_again(
     stub = StubResolver([PUBLIC], ["127.0.0.1"], [PUBLIC])
     url = f"http://{HOST}:{receiver.port}/hook"
     async with session_for(STRICT_HTTP, stub) as session:
-        # 1: allowed, and aiohttp dials exactly the address that was checked (the guard stops it)
-        with pytest.raises(aiohttp.ClientConnectorError) as first:
+        # 1: allowed, and the client dials exactly the address that was checked (the guard stops it)
+        with pytest.raises(ConnectFailed) as first:
             await attempt(session, url)
         assert refusal_from(first.value) is None
         assert socket_guard.dialled() == [(PUBLIC, receiver.port)]
         # 2: the name now points at loopback: refused before any connect
-        with pytest.raises(aiohttp.ClientConnectorError) as second:
+        with pytest.raises(ConnectFailed) as second:
             await attempt(session, url)
         refused = refusal_from(second.value)
         assert refused is not None
@@ -341,7 +354,7 @@ async def test_dns_rebinding_each_new_connection_is_checked_again(
         ]
         assert socket_guard.dialled() == [(PUBLIC, receiver.port)]
         # 3: no DNS cache: a third connection resolves (and is checked) afresh
-        with pytest.raises(aiohttp.ClientConnectorError):
+        with pytest.raises(ConnectFailed):
             await attempt(session, url)
     assert stub.calls == [HOST, HOST, HOST]
     assert [a for a in socket_guard.attempts if a[0] != PUBLIC] == []
@@ -373,7 +386,7 @@ async def test_one_refused_address_refuses_the_whole_answer(
 ) -> None:
     stub = StubResolver(answer)
     async with session_for(policy, stub) as session:
-        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+        with pytest.raises(ConnectFailed) as caught:
             await attempt(session, f"http://{HOST}:{receiver.port}/hook")
     refused = refusal_from(caught.value)
     assert refused is not None
@@ -390,10 +403,10 @@ async def test_one_refused_address_refuses_the_whole_answer(
 async def test_literal_addresses_are_checked_by_the_connector(
     receiver: Receiver, socket_guard: SocketGuard, host: str
 ) -> None:
-    """aiohttp never hands literal IPs to a resolver; the connector checks them itself."""
+    """A literal IP is checked by the guard without a lookup."""
     stub = StubResolver(["127.0.0.1"])
     async with session_for(STRICT_HTTP, stub) as session:
-        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+        with pytest.raises(ConnectFailed) as caught:
             await attempt(session, f"http://{host}:{receiver.port}/hook")
     refused = refusal_from(caught.value)
     assert refused is not None
@@ -420,7 +433,7 @@ async def test_metadata_name_is_refused_whatever_it_resolves_to(
 ) -> None:
     stub = StubResolver(["127.0.0.1"], host=host)
     async with session_for(OPEN, stub) as session:
-        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+        with pytest.raises(ConnectFailed) as caught:
             await attempt(session, f"http://{host}:{receiver.port}/hook")
     refused = refusal_from(caught.value)
     assert refused is not None
@@ -433,7 +446,7 @@ async def test_every_new_connection_resolves_again(
     receiver: Receiver, socket_guard: SocketGuard
 ) -> None:
     stub = StubResolver(["127.0.0.1"])
-    async with session_for(OPEN, stub, force_close=True) as session:
+    async with session_for(OPEN, stub, keepalive_s=0) as session:
         for _ in range(3):
             assert await attempt(session, f"http://{HOST}:{receiver.port}/hook") == 200
     assert stub.calls == [HOST] * 3
@@ -453,34 +466,27 @@ async def test_kept_alive_connection_stays_on_the_checked_address(
     assert len(receiver.hosts) == 3
 
 
-async def test_connector_shape_and_close(socket_guard: SocketGuard) -> None:
+async def test_closing_the_client_closes_the_resolver(socket_guard: SocketGuard) -> None:
     stub = StubResolver(["127.0.0.1"])
-    connector = new_connector(STRICT_HTTP, inner=stub, limit=7)
-    assert isinstance(connector, GuardedConnector)
-    assert isinstance(connector, aiohttp.TCPConnector)
-    assert connector.use_dns_cache is False
-    assert connector.limit == 7
-    assert connector.guard.policy == STRICT_HTTP
-    await connector.close()
+    client = HttpClient(GuardedResolver(STRICT_HTTP, stub))
+    await client.close()
     assert stub.closed
-    again = new_connector(STRICT_HTTP, inner=StubResolver(), use_dns_cache=True)
-    assert again.use_dns_cache is False  # not negotiable
-    await again.close()
+    assert client.closed
 
 
 async def test_the_default_inner_resolver_is_the_system_one(socket_guard: SocketGuard) -> None:
     """``localhost`` through the real resolver (no DNS: the hosts file): loopback, refused."""
-    connector = new_connector(STRICT_HTTP)
+    strict = GuardedResolver(STRICT_HTTP)
     try:
         with pytest.raises(RefusedAddress, match="localhost resolves to a non-public address"):
-            await connector.guard.resolve("localhost", 80, socket.AF_INET)
+            await strict.resolve("localhost", 80, socket.AF_INET)
     finally:
-        await connector.close()
-    open_connector = new_connector(OPEN)
+        await strict.close()
+    open_guard = GuardedResolver(OPEN)
     try:
-        results = await open_connector.guard.resolve("localhost", 80, socket.AF_INET)
+        results = await open_guard.resolve("localhost", 80, socket.AF_INET)
     finally:
-        await open_connector.close()
+        await open_guard.close()
     assert results
     assert all(ipaddress.ip_address(r["host"]).is_loopback for r in results)
     assert socket_guard.attempts == []

@@ -17,7 +17,7 @@ def delivery_worker(platform: Platform, concurrency: int, *, name: str | None = 
         platform,
         concurrency=concurrency,
         channels=[
-            WebhookChannel(platform, Sender(platform.settings, connections=concurrency)),
+            WebhookChannel(platform, Sender(platform.settings)),
             MessagingChannel(platform),
             ReceiptChannel(platform),
         ],

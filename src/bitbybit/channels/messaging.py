@@ -86,10 +86,10 @@ def _parse(job: Job) -> _Sending:
 class MessagingChannel:
     kind = WHATSAPP
 
-    def __init__(self, platform: Platform, *, connections: int = 100) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
         settings = platform.settings
-        self.sender = Sender(settings, connections=connections, guarded=False)
+        self.sender = Sender(settings, guarded=False)
         self.base = f"{settings.graph_url}/{settings.graph_version}"
         self.pair_interval = settings.whatsapp_pair_interval
         self.fail_numbers = frozenset(n.removeprefix("+") for n in settings.sandbox_fail_numbers)

@@ -1,22 +1,30 @@
-"""One HTTP attempt: vet the target, sign, POST with one shared aiohttp session, read ≤ 4 KB.
+"""One HTTP attempt: vet the target, sign, POST on a kept-alive connection, read ≤ 4 KB.
 
-The session keeps connections alive, never follows redirects, ignores proxy environment
-variables, and resolves every new connection through the SSRF guard so the connection goes to
-the address that was checked. Each attempt has one overall deadline (connect, send, response,
-body); the response body is read up to 4 KB and the connection dropped if more is left.
+The client (``delivery.http``) keeps connections alive, never follows redirects, knows no proxy,
+and resolves every new connection of a webhook through the SSRF guard, so the connection goes
+to the address that was checked. Each attempt has one overall deadline (connect, send, answer,
+body); the answer's body is read up to 4 KB and the connection dropped if more is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any
 
-import aiohttp
+from aiohttp.resolver import ThreadedResolver
 
 from bitbybit.config import Settings
+from bitbybit.delivery.http import BadResponse, ConnectFailed, Disconnected, HttpClient
 from bitbybit.delivery.policy import SendResult, parse_retry_after
-from bitbybit.delivery.ssrf import TargetPolicy, TargetRefused, check_url, new_connector
+from bitbybit.delivery.ssrf import (
+    GuardedResolver,
+    ParsedTarget,
+    TargetPolicy,
+    TargetRefused,
+    check_url,
+)
 from bitbybit.limits import MAX_PAYLOAD_BYTES
 from bitbybit.webhooks.signing import webhook_headers
 
@@ -24,6 +32,8 @@ MAX_RESPONSE_BYTES = 4096
 DEADLINE_TICK_S = 0.05
 """How often attempts are checked against their deadline: an attempt that runs out of time ends
 within this much (or a tenth of the timeout, if less) of its deadline."""
+OPERATOR_URLS = TargetPolicy(allow_private=True, allow_http=True)
+"""What an unguarded sender's URLs (the operator's own configuration) are parsed with."""
 
 
 class Deadlines:
@@ -79,45 +89,38 @@ class Deadlines:
 
 
 class Sender:
-    """POSTs with one shared session. ``guarded`` (webhooks): every URL is vetted and every
+    """POSTs with one shared client. ``guarded`` (webhooks): every URL is vetted and every
     connection resolved through the SSRF guard; an operator-configured API (the Graph API) is
     called unguarded."""
 
-    def __init__(self, settings: Settings, *, connections: int = 500, guarded: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        guarded: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.policy = TargetPolicy.from_settings(settings)
         self.guarded = guarded
         self.clock = settings.clock
         self.timeout = settings.delivery_timeout
-        self.connections = connections
+        self.ssl_context = ssl_context
+        """The certificates TLS trusts (default: the system's)."""
         self.deadlines = Deadlines(self.timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = (
-                new_connector(
-                    self.policy, limit=self.connections, limit_per_host=0, keepalive_timeout=30
-                )
-                if self.guarded
-                else aiohttp.TCPConnector(
-                    limit=self.connections, limit_per_host=0, keepalive_timeout=30
-                )
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                trust_env=False,
-                auto_decompress=False,
-                skip_auto_headers=("Accept", "Accept-Encoding"),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-        return self._session
+    def client(self) -> HttpClient:
+        if self._client is None or self._client.closed:
+            resolver = GuardedResolver(self.policy) if self.guarded else ThreadedResolver()
+            self._client = HttpClient(resolver, ssl_context=self.ssl_context)
+        return self._client
 
     async def close(self) -> None:
         self.deadlines.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def send(
         self, url: str, event_id: str, event_type: str, body: bytes, secrets: list[str]
@@ -133,44 +136,51 @@ class Sender:
                 ours=True,
             )
         try:
-            check_url(url, self.policy)
+            target = check_url(url, self.policy)
         except TargetRefused as refused:
             return SendResult(started_at=started, latency_ms=0, error=refused.message)
         headers = webhook_headers(event_id, event_type, body, secrets, started // 1000)
-        return await self.post(url, body, headers, started)
+        return await self._post(target, body, headers, started)
 
     async def post(
         self, url: str, body: bytes, headers: dict[str, str], started: int | None = None
     ) -> SendResult:
-        """POST ``body`` within the delivery timeout and read up to 4 KB of the answer; never
-        raises for trouble with the target (that is a failed result)."""
+        """POST ``body`` to an operator-configured ``url`` (unvetted when the sender is not
+        guarded) within the delivery timeout; never raises for trouble with the target."""
         started = self.clock() if started is None else started
+        try:
+            target = check_url(url, self.policy if self.guarded else OPERATOR_URLS)
+        except TargetRefused as refused:
+            return SendResult(started_at=started, latency_ms=0, error=refused.message, ours=True)
+        return await self._post(target, body, headers, started)
+
+    async def _post(
+        self, target: ParsedTarget, body: bytes, headers: dict[str, str], started: int
+    ) -> SendResult:
+        """POST within the delivery timeout and read up to 4 KB of the answer."""
         clock = time.monotonic()
         task = asyncio.current_task()
         assert task is not None  # (an attempt always runs in a task)
         cancelling = task.cancelling()
-        status: int | None = None
         self.deadlines.start(task)
         try:
-            async with self.session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                status = response.status
-                retry_after = parse_retry_after(response.headers.get("Retry-After"), started)
-                content = await _read_some(response)
+            answer = await self.client.post(target, body, headers, MAX_RESPONSE_BYTES)
         except asyncio.CancelledError:
             if not self.deadlines.expired(task) or task.uncancel() > cancelling:
                 raise  # cancelled by someone else
             timed_out = f"timed out after {self.timeout:g} s"
-            return _result(started, clock, status_code=status, error=timed_out, unreachable=True)
-        except aiohttp.ClientError as error:
-            failed = _describe(error)
-            return _result(started, clock, status_code=status, error=failed, unreachable=True)
-        except OSError as error:
-            failed = f"connection failed: {error}"
-            return _result(started, clock, status_code=status, error=failed, unreachable=True)
+            return _result(started, clock, error=timed_out, unreachable=True)
+        except Disconnected as error:
+            return _result(
+                started, clock, status_code=error.status, error=_cut_short(error), unreachable=True
+            )
+        except (ConnectFailed, BadResponse, OSError) as error:  # (TLS errors are OSErrors)
+            return _result(started, clock, error=_describe(error), unreachable=True)
+        except ValueError as error:  # a header that cannot be sent: ours, not the target's
+            return _result(started, clock, error=str(error), ours=True)
         finally:
             self.deadlines.end(task)
+        status = answer.status
         problem = None
         if 300 <= status < 400:
             problem = f"redirect ({status}) not followed"
@@ -181,23 +191,9 @@ class Sender:
             clock,
             status_code=status,
             error=problem,
-            response_body=content,
-            retry_after_s=retry_after,
+            response_body=answer.body,
+            retry_after_s=parse_retry_after(answer.retry_after, started),
         )
-
-
-async def _read_some(response: aiohttp.ClientResponse) -> bytes:
-    """Up to 4 KB of the body; a body longer than that drops the connection, unread."""
-    content = b""
-    stream = response.content
-    while len(content) < MAX_RESPONSE_BYTES and not stream.at_eof():
-        chunk = await stream.read(MAX_RESPONSE_BYTES - len(content))
-        if not chunk:
-            break
-        content += chunk
-    if not stream.at_eof():
-        response.close()  # more than we keep: drop the connection, not read on
-    return content
 
 
 def _result(started: int, clock: float, **fields: Any) -> SendResult:
@@ -205,13 +201,21 @@ def _result(started: int, clock: float, **fields: Any) -> SendResult:
     return SendResult(started_at=started, latency_ms=latency, **fields)
 
 
-def _describe(error: aiohttp.ClientError) -> str:
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate error: {error.certificate_error}"
-    if isinstance(error, aiohttp.ClientSSLError):
-        return f"TLS error: {error}"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return f"connection failed: {error.os_error or error}"
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection without answering"
-    return f"{type(error).__name__}: {error}"
+def _describe(error: Exception) -> str:
+    if isinstance(error, ConnectFailed):
+        return f"connection failed: {error.os_error}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate error: {error.verify_message or error}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS error: {error.reason or error}"
+    if isinstance(error, BadResponse):
+        return f"the answer is not HTTP/1.1: {error}"
+    return f"connection failed: {error}"
+
+
+def _cut_short(error: Disconnected) -> str:
+    if error.status is not None:
+        return f"the connection closed before the end of the answer (HTTP {error.status})"
+    if error.error is not None:
+        return f"the connection was lost before an answer: {error.error}"
+    return "the server closed the connection without answering"

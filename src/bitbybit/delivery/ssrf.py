@@ -4,20 +4,20 @@ Three layers, each usable alone (SPEC §6):
 
 ``check_url``
     Vets a URL without DNS: scheme, userinfo, port, host form, literal addresses, metadata names.
-    The URL is parsed with ``yarl`` — the parser aiohttp itself uses — so the host judged is the
-    host aiohttp would connect to (no parser differential).
+    The URL is parsed once, with ``yarl``, and the client is handed the parsed target, so the
+    host judged is the host connected to (no parser differential).
 ``check_address``
     Judges one IP address. Addresses that embed an IPv4 address (IPv4-mapped, -compatible,
     -translated, NAT64, 6to4, Teredo) are judged by the embedded address too.
-``GuardedResolver`` / ``new_connector``
-    Resolve a name, refuse it whole if ANY address is not allowed, and hand aiohttp only the
-    checked addresses, so the connection goes where the check looked (no DNS rebinding). The
-    connector also checks literal-IP hosts, which aiohttp never passes to a resolver, and has no
-    DNS cache, so every new connection re-resolves and re-checks.
+``GuardedResolver``
+    Resolves a name, refuses it whole if ANY address is not allowed, and hands the HTTP client
+    (``delivery.http``) only the checked addresses, which it dials, so the connection goes where
+    the check looked (no DNS rebinding). Literal-IP hosts are checked without a lookup. Nothing
+    is cached: every new connection re-resolves and re-checks.
 
 A refusal at connection time is raised as ``RefusedAddress`` (an ``OSError`` carrying the
-``TargetRefused``); aiohttp reports it as ``aiohttp.ClientConnectorDNSError`` (a
-``ClientConnectorError``) whose ``os_error`` is the ``RefusedAddress``. ``refusal_from`` finds it.
+``TargetRefused``); the client reports it as ``ConnectFailed`` whose ``os_error`` is the
+``RefusedAddress``. ``refusal_from`` finds it.
 Its message reaches the tenant (the attempt's error), so it says that the name resolves to a
 non-public address and never which one: what an internal name resolves to is the operator's
 business. The operator's log line ``target_refused`` carries the address and the verdict.
@@ -32,9 +32,8 @@ import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
-import aiohttp
 import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
@@ -43,15 +42,11 @@ from yarl import URL
 from bitbybit.config import Settings
 from bitbybit.errors import FieldError, ValidationFailed
 
-if TYPE_CHECKING:
-    from aiohttp.tracing import Trace
-
 log = structlog.get_logger("bitbybit.delivery")
 
 __all__ = [
     "METADATA_ADDRESSES",
     "METADATA_NAMES",
-    "GuardedConnector",
     "GuardedResolver",
     "ParsedTarget",
     "RefusedAddress",
@@ -60,7 +55,6 @@ __all__ = [
     "check_address",
     "check_url",
     "embedded_ipv4",
-    "new_connector",
     "refusal_from",
 ]
 
@@ -169,7 +163,8 @@ class TargetPolicy:
 
 @dataclass(frozen=True, slots=True)
 class ParsedTarget:
-    """A vetted URL, as aiohttp will see it."""
+    """A vetted URL: what the client connects to, and the path and query it asks for (as
+    written in the URL, percent-encoded)."""
 
     scheme: str
     host: str
@@ -370,9 +365,8 @@ def _check_url(url: str, policy: TargetPolicy) -> ParsedTarget:
 class RefusedAddress(OSError):
     """A connection the policy refuses; ``refused`` is the ``TargetRefused`` that says why.
 
-    An ``OSError``, so aiohttp reports it as a connection failure
-    (``aiohttp.ClientConnectorDNSError``, whose ``os_error`` is this). ``str()`` is the refusal
-    message.
+    An ``OSError``, so the client reports it as a connection failure (``ConnectFailed``, whose
+    ``os_error`` is this). ``str()`` is the refusal message.
     """
 
     def __init__(self, refused: TargetRefused) -> None:
@@ -384,7 +378,7 @@ class RefusedAddress(OSError):
 
 
 def refusal_from(error: BaseException) -> TargetRefused | None:
-    """The ``TargetRefused`` behind an error aiohttp raised, if the SSRF guard caused it."""
+    """The ``TargetRefused`` behind an error the client raised, if the SSRF guard caused it."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -393,8 +387,9 @@ def refusal_from(error: BaseException) -> TargetRefused | None:
             return current
         if isinstance(current, RefusedAddress):
             return current.refused
-        if isinstance(current, aiohttp.ClientConnectorError):
-            current = current.os_error
+        os_error = getattr(current, "os_error", None)  # the client's ``ConnectFailed``
+        if isinstance(os_error, OSError):
+            current = os_error
         else:
             current = current.__cause__ or current.__context__
     return None
@@ -428,8 +423,8 @@ def _vet_results(host: str, results: Sequence[ResolveResult], policy: TargetPoli
 class GuardedResolver(AbstractResolver):
     """Resolves with ``inner`` and returns only checked addresses; one refused refuses them all.
 
-    Raises ``RefusedAddress`` (an ``OSError``) on refusal, which aiohttp reports as
-    ``ClientConnectorDNSError``. Literal IP hosts are checked without asking ``inner``.
+    Raises ``RefusedAddress`` (an ``OSError``) on refusal, which the client reports as
+    ``ConnectFailed``. Literal IP hosts are checked without asking ``inner``.
     ``inner`` defaults to aiohttp's ``ThreadedResolver`` (the system resolver).
     """
 
@@ -477,40 +472,3 @@ class GuardedResolver(AbstractResolver):
     async def close(self) -> None:
         if self._inner is not None:
             await self._inner.close()
-
-
-class GuardedConnector(aiohttp.TCPConnector):
-    """A ``TCPConnector`` that checks every address it is about to connect to.
-
-    Names go through the ``GuardedResolver``; literal-IP hosts, which aiohttp never passes to a
-    resolver, are checked here. Closing the connector closes the resolver.
-    """
-
-    def __init__(self, guard: GuardedResolver, **options: Any) -> None:
-        super().__init__(resolver=guard, **options)
-        self.guard = guard
-
-    async def _resolve_host(
-        self, host: str, port: int, traces: Sequence[Trace] | None = None
-    ) -> list[ResolveResult]:
-        results = await super()._resolve_host(host, port, traces=traces)
-        _vet_results(host, results, self.guard.policy)
-        return results
-
-    async def close(self, *, abort_ssl: bool = False) -> None:
-        try:
-            await super().close(abort_ssl=abort_ssl)
-        finally:
-            await self.guard.close()
-
-
-def new_connector(
-    policy: TargetPolicy, *, inner: AbstractResolver | None = None, **options: Any
-) -> GuardedConnector:
-    """A connector whose every new connection re-resolves and re-checks its host.
-
-    ``inner`` is the resolver that does the lookups (default: the system resolver); ``options``
-    go to ``aiohttp.TCPConnector`` (``use_dns_cache`` is always off).
-    """
-    options["use_dns_cache"] = False
-    return GuardedConnector(GuardedResolver(policy, inner), **options)

@@ -93,8 +93,7 @@ class Worker:
         self.per_endpoint = per_endpoint or max(MIN_CAP, concurrency // 2)
         self.channels: dict[str, Channel] = {
             channel.kind: channel
-            for channel in channels
-            or [WebhookChannel(platform, Sender(platform.settings, connections=concurrency))]
+            for channel in channels or [WebhookChannel(platform, Sender(platform.settings))]
         }
         """The channel of each kind of job."""
         self.next_start: dict[str, float] = {}

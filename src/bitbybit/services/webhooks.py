@@ -266,7 +266,7 @@ async def send_test(
         now,
     )
     event_id = f"evt_test_{random_base62(20)}"
-    sender = Sender(platform.settings, connections=1)
+    sender = Sender(platform.settings)
     try:
         result = await sender.send(endpoint.url, event_id, event_type, body, secrets)
     finally:
