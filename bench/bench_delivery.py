@@ -42,6 +42,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 from tests.integration.servers import BITBYBIT, serve
 
+from bitbybit.delivery.http import HttpClient
+from bitbybit.delivery.ssrf import GuardedResolver, TargetPolicy, check_url
 from bitbybit.models import Tenant
 from bitbybit.schemas import CustomerCreate, EndpointCreate
 from bitbybit.services import access, customers, webhooks
@@ -213,6 +215,37 @@ async def bare_loop(hook: str, secret: str, count: int, concurrency: int) -> flo
         return count / (time.perf_counter() - started)
 
 
+async def own_loop(hook: str, secret: str, count: int, concurrency: int) -> float:
+    """The bare loop on the worker's own HTTP client (``delivery.http``) instead of aiohttp: the
+    ceiling of the worker's sending alone, without its claims, records and bookkeeping."""
+    body = b'{"id":"cust_x","email":"c@bench.example","firstName":"Bench"}'
+    counter = iter(range(count))
+    policy = TargetPolicy(allow_private=True, allow_http=True)
+    target = check_url(hook, policy)
+    client = HttpClient(GuardedResolver(policy))
+
+    async def loop() -> None:
+        for index in counter:
+            headers = webhook_headers(
+                f"evt_{index}", "customer.created", body, [secret], int(time.time())
+            )
+            await client.post(target, body, headers, 4096)
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    finally:
+        await client.close()
+    return count / (time.perf_counter() - started)
+
+
+def own_rate(hook: str, secret: str, count: int, concurrency: int) -> float:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(own_loop(hook, secret, count, concurrency))
+
+
 # -- the benchmarks -------------------------------------------------------------------------------
 
 
@@ -220,6 +253,7 @@ def throughput(args: argparse.Namespace) -> None:
     """Rounds of (bare loop, bitbybit) back to back: this machine's speed drifts by tens of
     percent over minutes, so each round's ratio compares runs made a few seconds apart."""
     rounds: list[tuple[float, float, float]] = []
+    owns: list[float] = []
     cpu_ratios: list[float] = []
     with nginx_sink() as hook:
         for _ in range(args.rounds):
@@ -232,6 +266,7 @@ def throughput(args: argparse.Namespace) -> None:
                 bare, bare_cpu, best_at, swept = best_bare(
                     hook, secret, args.events, args.bare_concurrency
                 )
+                own = own_rate(hook, secret, args.events, best_at)
                 worker = start_worker(env, args.concurrency)
                 try:
                     rate = sink_rate(hook, args.events, pid=worker.pid)
@@ -243,6 +278,7 @@ def throughput(args: argparse.Namespace) -> None:
                 if recorded < args.events:
                     raise RuntimeError(f"only {recorded} of {args.events} attempts recorded")
             rounds.append((args.events / created_s, rate, bare))
+            owns.append(own)
             worker_cpu = sum(CPU_USED[-1].values())
             cpu_ratios.append(bare_cpu / worker_cpu)
             sweep_text = ", ".join(f"{level}: {r:,.0f}/s" for level, r in sorted(swept.items()))
@@ -256,7 +292,9 @@ def throughput(args: argparse.Namespace) -> None:
                 f" through the API; delivered {rate:,.0f} webhooks/s at the sink, every attempt"
                 f" recorded as succeeded; bare aiohttp loop at its best {bare:,.0f} requests/s"
                 f" ({best_at} connections; {sweep_text});"
-                f" ratio {rate / bare:.2f}; CPU per request: worker {worker_cpu * 1e6:.0f} us"
+                f" ratio {rate / bare:.2f}; the bare loop on the worker's own HTTP client"
+                f" {own:,.0f} requests/s ({rate / own:.2f} of it);"
+                f" CPU per request: worker {worker_cpu * 1e6:.0f} us"
                 f" ({threads}), bare loop {bare_cpu * 1e6:.0f} us",
                 flush=True,
             )
@@ -268,6 +306,11 @@ def throughput(args: argparse.Namespace) -> None:
         f"ratio: median {statistics.median(ratios):.2f} (rounds: "
         + ", ".join(f"{r:.2f}" for r in ratios)
         + ") (goal >= 0.80 of the best bare configuration)"
+    )
+    of_own = [rate / own for (_, rate, _), own in zip(rounds, owns, strict=True)]
+    print(
+        f"the bare loop on the worker's own HTTP client: median {statistics.median(owns):,.0f}"
+        f" requests/s; the worker made {statistics.median(of_own):.2f} of it (median)"
     )
     print(
         f"CPU-time ratio (bare loop's CPU per request / the worker's): median"

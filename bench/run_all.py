@@ -251,6 +251,14 @@ def parse_delivery_throughput(text: str) -> list[Figure]:
         figures.append(
             Figure("ratio to the best bare loop (median)", number(ratio[1]), "×", Goal(">=", 0.8))
         )
+    own = last(
+        r"^the bare loop on the worker's own HTTP client: median ([\d,.]+) .*?made ([\d.]+)", text
+    )
+    if own:
+        figures.append(
+            Figure("bare loop on the worker's own client (median)", number(own[1]), "/s")
+        )
+        figures.append(Figure("ratio to the own-client loop (median)", number(own[2]), "×"))
     cpu_ratio = last(r"^CPU-time ratio .*?: median ([\d.]+)", text)
     if cpu_ratio:
         figures.append(
