@@ -417,6 +417,7 @@ def isolation(args: argparse.Namespace) -> None:
         with nginx_sink() as hook:
             for _ in range(args.rounds):
                 rates = {}
+                cpu: dict[str, float] = {}
                 for label, hooks in (
                     ("alone", [hook]),
                     (
@@ -429,7 +430,8 @@ def isolation(args: argparse.Namespace) -> None:
                         asyncio.run(insert_events(database_url, company, args.events))
                         worker = start_worker(bench_env(database_url), args.concurrency)
                         try:
-                            rates[label] = sink_rate(hook, args.events)
+                            rates[label] = sink_rate(hook, args.events, pid=worker.pid)
+                            cpu[label] = sum(CPU_USED[-1].values())
                         finally:
                             stop(worker)
                         delivered = asyncio.run(
@@ -441,7 +443,9 @@ def isolation(args: argparse.Namespace) -> None:
                 print(
                     f"round {len(ratios)}: healthy endpoint alone {rates['alone']:,.0f}"
                     f" deliveries/s, beside 9 silent endpoints"
-                    f" {rates['beside 9 silent endpoints']:,.0f}/s: {ratios[-1]:.0%}",
+                    f" {rates['beside 9 silent endpoints']:,.0f}/s: {ratios[-1]:.0%}; the worker's"
+                    f" CPU per healthy delivery {cpu['alone'] * 1e6:.0f} us alone,"
+                    f" {cpu['beside 9 silent endpoints'] * 1e6:.0f} us beside",
                     flush=True,
                 )
     finally:
