@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -47,6 +47,7 @@ from bitbybit.delivery.ssrf import GuardedResolver, TargetPolicy, check_url
 from bitbybit.models import Tenant
 from bitbybit.schemas import CustomerCreate, EndpointCreate
 from bitbybit.services import access, customers, webhooks
+from bitbybit.store.sql import SqlTx
 from bitbybit.webhooks.signing import webhook_headers
 from common import (
     bench_env,
@@ -409,25 +410,41 @@ asyncio.run(main())
     return process, ports
 
 
+async def disable_others(database_url: str, endpoint_id: str) -> None:
+    """Every endpoint but ``endpoint_id`` disabled, with its deliveries left in the tables and
+    the queue as they are (the API would hold them): what their rows alone cost the others."""
+    platform = platform_for(database_url)
+    await platform.open()
+    try:
+        async with platform.store.write() as tx:
+            await cast(SqlTx, tx).db.execute(
+                "UPDATE webhook_endpoints SET status = 'disabled' WHERE id <> $1", endpoint_id
+            )
+    finally:
+        await platform.close()
+
+
 def isolation(args: argparse.Namespace) -> None:
-    """Rounds of (alone, beside 9 silent endpoints) back to back, as for throughput."""
+    """Rounds of (alone, beside 9 silent endpoints) back to back, as for throughput; with
+    ``--disabled``, a third run beside 9 disabled endpoints (their deliveries in the tables,
+    never claimed): what the others' rows cost, apart from their attempts."""
     ratios: list[float] = []
     silent, ports = silent_server()
+    others = [f"http://127.0.0.1:{p}/hook" for p in ports]
     try:
         with nginx_sink() as hook:
             for _ in range(args.rounds):
                 rates = {}
                 cpu: dict[str, float] = {}
-                for label, hooks in (
-                    ("alone", [hook]),
-                    (
-                        "beside 9 silent endpoints",
-                        [hook, *(f"http://127.0.0.1:{p}/hook" for p in ports)],
-                    ),
-                ):
+                halves = [("alone", [hook]), ("beside 9 silent endpoints", [hook, *others])]
+                if args.disabled:
+                    halves.append(("beside 9 disabled endpoints", [hook, *others]))
+                for label, hooks in halves:
                     with database(args.database) as database_url:
                         company, _, _, ids = asyncio.run(prepare(database_url, hooks))
                         asyncio.run(insert_events(database_url, company, args.events))
+                        if "disabled" in label:
+                            asyncio.run(disable_others(database_url, ids[0]))
                         worker = start_worker(bench_env(database_url), args.concurrency)
                         try:
                             rates[label] = sink_rate(hook, args.events, pid=worker.pid)
@@ -448,6 +465,14 @@ def isolation(args: argparse.Namespace) -> None:
                     f" {cpu['beside 9 silent endpoints'] * 1e6:.0f} us beside",
                     flush=True,
                 )
+                if args.disabled:
+                    disabled = rates["beside 9 disabled endpoints"]
+                    print(
+                        f"  beside 9 disabled endpoints {disabled:,.0f}/s:"
+                        f" {disabled / rates['alone']:.0%} of alone, at"
+                        f" {cpu['beside 9 disabled endpoints'] * 1e6:.0f} us a delivery",
+                        flush=True,
+                    )
     finally:
         silent.kill()
     print(
@@ -596,6 +621,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=20_000)
+    parser.add_argument(
+        "--disabled",
+        action="store_true",
+        help="isolation: also a run beside 9 disabled endpoints (their rows, not their attempts)",
+    )
     parser.add_argument("--profile", metavar="FILE", help="profile the worker with py-spy")
     parser.add_argument(
         "--profile-rate", type=int, default=100, help="--profile: py-spy's samples a second"
