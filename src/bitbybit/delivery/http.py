@@ -237,8 +237,8 @@ class HttpClient:
         if connection is not None:
             try:
                 return await self._exchange(connection, data, limit)
-            except Disconnected as error:
-                if connection.received or error.status is not None:
+            except Disconnected:
+                if connection.received:
                     raise
                 # The server had closed the kept connection: nothing was answered, send anew.
         connection = await self._connect(target, key)
@@ -298,9 +298,11 @@ class HttpClient:
         self._sweeper = None
         oldest = time.monotonic() - self.keepalive_s
         for key, idle in list(self._idle.items()):
-            fresh = [c for c in idle if c.open and c.idle_since > oldest]
+            fresh = []
             for connection in idle:
-                if connection.open and connection.idle_since <= oldest:
+                if connection.open and connection.idle_since > oldest:
+                    fresh.append(connection)
+                else:
                     connection.close()
             if fresh:
                 self._idle[key] = fresh
@@ -331,10 +333,10 @@ def _request(target: ParsedTarget, body: bytes, headers: Mapping[str, str]) -> b
     if target.port != default_port:
         host = f"{host}:{target.port}"
     path = f"{target.path}?{target.query}" if target.query else target.path
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}"]
-    for name, value in headers.items():
-        if _UNSAFE.search(name) or _UNSAFE.search(value):
-            raise ValueError(f"the header {name!r} holds a line break or NUL")
-        lines.append(f"{name}: {value}")
+    fields = [f"{name}: {value}" for name, value in headers.items()]
+    if _UNSAFE.search("".join(fields)):  # one search a request; the culprit named only if found
+        name = next(n for n, v in headers.items() if _UNSAFE.search(n) or _UNSAFE.search(v))
+        raise ValueError(f"the header {name!r} holds a line break or NUL")
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", *fields]
     lines.append(f"Content-Length: {len(body)}\r\n\r\n")
     return "\r\n".join(lines).encode("latin-1") + body
