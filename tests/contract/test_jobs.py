@@ -14,8 +14,10 @@ KIND = "test-sms"
 TARGET = "+6281100000001"
 
 
-def result(job_id: str, status: str, code: int, due: int, kind: str = KIND) -> AttemptResult:
-    return AttemptResult(job_id, TARGET, 1, due, 5, code, None, b"ok", status, due, kind=kind)
+def result(
+    job_id: str, status: str, code: int, due: int, kind: str = KIND, target: str = TARGET
+) -> AttemptResult:
+    return AttemptResult(job_id, target, 1, due, 5, code, None, b"ok", status, due, kind=kind)
 
 
 async def test_jobs_of_another_kind_share_the_queue_with_deliveries(platform: Platform) -> None:
@@ -59,7 +61,7 @@ async def test_jobs_of_another_kind_share_the_queue_with_deliveries(platform: Pl
                 result(ids[0], "succeeded", 200, later),
                 result(ids[1], "pending", 503, later + 1_000),
                 result(ids[2], "failed", 400, later),
-                result(hook.delivery_id, "succeeded", 200, later, kind="webhook"),
+                result(hook.delivery_id, "succeeded", 200, later, "webhook", endpoint.id),
             ],
             later,
             SUSPENSION,

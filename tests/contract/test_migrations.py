@@ -12,6 +12,7 @@ from typing import cast
 import asyncpg
 import pytest
 
+from bitbybit.errors import StorageError
 from bitbybit.ids import time_prefix
 from bitbybit.models import ListQuery, Tenant
 from bitbybit.store import Store, migrations
@@ -75,6 +76,40 @@ async def test_migrating_to_a_target_stops_there(empty_store: Store) -> None:
     assert await empty_store.migrate(target=1) == []
     assert await empty_store.migrate() == all_names[1:]
     assert await empty_store.schema_version() == HEAD
+
+
+async def test_a_sqlite_migration_that_breaks_a_foreign_key_is_rolled_back(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite migrates with foreign keys off (to rebuild tables); a migration that leaves a row
+    whose parent is gone fails whole, and the store enforces foreign keys again after it."""
+    stores = cast(AsyncGenerator[Store, None], make_store("sqlite", tmp_path_factory))
+    store = await anext(stores)
+    try:
+        await store.migrate()
+        broken = migrations.Migration(
+            HEAD + 1,
+            "orphan",
+            "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms, worker)"
+            " VALUES ('dlv_nowhere', 1, 0, 0, 'w'); CREATE TABLE half_done (id INTEGER)",
+        )
+        real = migrations.load
+        monkeypatch.setattr(migrations, "load", lambda dialect: [*real(dialect), broken])
+        with pytest.raises(StorageError, match="0013_orphan left a row of delivery_attempts"):
+            await store.migrate()
+        assert await store.schema_version() == HEAD
+        schema = await store.describe_schema()
+        assert "half_done" not in schema
+        async with store.read() as tx:
+            assert await tx.list_attempts("dlv_nowhere") == []
+        with pytest.raises(StorageError, match="FOREIGN KEY"):  # enforced again
+            async with store.write() as tx:
+                await cast(SqlTx, tx).db.execute(
+                    "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
+                    " worker) VALUES ('dlv_nowhere', 1, 0, 0, 'w')"
+                )
+    finally:
+        await stores.aclose()
 
 
 # -- fresh install equals migrated schema ------------------------------------------------------
@@ -201,20 +236,32 @@ async def _seed_v2(db: Driver, version: int) -> None:
         T0,
         T0,
     )
+    await _insert_delivery(db, version, ("del_seed", "evt_seed", "customer.created"), "pending", 0)
+
+
+async def _insert_delivery(
+    db: Driver,
+    version: int,
+    ids: tuple[str, str, str],
+    status: str,
+    attempts: int,
+    at: int = T0,
+) -> None:
+    """A delivery to ``we_seed`` made at ``at`` (``ids``: its own, its event's and that event's
+    type), in version ``version``'s columns: from version 11 it carries its event's type."""
+    delivery_id, event_id, event_type = ids
+    typed = ("", "") if version < 11 else (", event_type", ", $7")
     await db.execute(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        "del_seed",
-        "evt_seed",
-        "we_seed",
-        "co_seed",
-        "live",
-        "pending",
-        0,
+        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"  # noqa: S608  # columns of our own
+        f" next_attempt_at, created_at, updated_at{typed[0]})"
+        f" VALUES ($1, $2, 'we_seed', 'co_seed', 'live', $3, $4, $5, $6, $6{typed[1]})",
+        delivery_id,
+        event_id,
+        status,
+        attempts,
         T0,
-        T0,
-        T0,
+        at,
+        *([event_type] if typed[0] else []),
     )
 
 
@@ -249,21 +296,8 @@ async def _seed_v3(db: Driver, version: int) -> None:
 
 async def _seed_v4(db: Driver, version: int) -> None:
     # A delivery leased by a worker when the queue learns kinds and targets (version 5).
-    await db.execute(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        "del_seed_leased",
-        "evt_seed",
-        "we_seed",
-        "co_seed",
-        "live",
-        "pending",
-        1,
-        T0,
-        T0,
-        T0,
-    )
+    ids = ("del_seed_leased", "evt_seed", "customer.created")
+    await _insert_delivery(db, version, ids, "pending", 1)
     columns, kind = _queue_columns(version)
     await db.execute(
         f"INSERT INTO delivery_queue (delivery_id, {columns}, lease_owner, lease_expires_at)"  # noqa: S608  # columns of our own
@@ -353,6 +387,7 @@ async def _seed_v7(db: Driver, version: int) -> None:
 
 async def _event_and_delivery(
     db: Driver,
+    version: int,
     ids: tuple[str, str],
     event_type: str,
     payload: bytes,
@@ -360,8 +395,8 @@ async def _event_and_delivery(
     attempts: int,
     at: int,
 ) -> None:
-    """An event of company ``co_seed`` made at ``at`` and its delivery to ``we_seed``, in the
-    columns every version from 8 to 10 has (``ids``: the event's and the delivery's)."""
+    """An event of company ``co_seed`` made at ``at`` and its delivery to ``we_seed``, in
+    version ``version``'s columns (``ids``: the event's and the delivery's)."""
     event_id, delivery_id = ids
     await db.execute(
         "INSERT INTO events (id, company_id, mode, type, payload, created_at)"
@@ -371,17 +406,7 @@ async def _event_and_delivery(
         payload,
         at,
     )
-    await db.execute(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, company_id, mode, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " VALUES ($1, $2, 'we_seed', 'co_seed', 'live', $3, $4, $5, $6, $6)",
-        delivery_id,
-        event_id,
-        status,
-        attempts,
-        T0,
-        at,
-    )
+    await _insert_delivery(db, version, (delivery_id, event_id, event_type), status, attempts, at)
 
 
 EVENT_V8 = f"evt_{time_prefix(T0)}SeedEventV8"
@@ -394,7 +419,7 @@ async def _seed_v8(db: Driver, version: int) -> None:
     # and moves the older ids that do not begin with a time (``evt_seed`` …) to the defaults.
     ids = (EVENT_V8, DELIVERY_V8)
     await _event_and_delivery(
-        db, ids, "customer.created", b'{"id":"cust_seed"}', "succeeded", 2, T0
+        db, version, ids, "customer.created", b'{"id":"cust_seed"}', "succeeded", 2, T0
     )
     for number, status in ((1, 500), (2, 200)):
         await db.execute(
@@ -418,7 +443,7 @@ async def _seed_v9(db: Driver, version: int) -> None:
     # which counts what the tables hold on PostgreSQL): the totals of the lists stay exact.
     ids = (EVENT_V9, DELIVERY_V9)
     await _event_and_delivery(
-        db, ids, "order.created", b'{"id":"ord_seed"}', "failed", 5, T0 + 86_400_000
+        db, version, ids, "order.created", b'{"id":"ord_seed"}', "failed", 5, T0 + 86_400_000
     )
 
 
@@ -431,7 +456,42 @@ async def _seed_v10(db: Driver, version: int) -> None:
     # type (version 11): the migration gives every delivery its event's.
     ids = (EVENT_V10, DELIVERY_V10)
     await _event_and_delivery(
-        db, ids, "product.deleted", b'{"id":"prod_gone"}', "succeeded", 1, T0 + 2 * 86_400_000
+        db,
+        version,
+        ids,
+        "product.deleted",
+        b'{"id":"prod_gone"}',
+        "succeeded",
+        1,
+        T0 + 2 * 86_400_000,
+    )
+
+
+EVENT_V11 = f"evt_{time_prefix(T0 + 3 * 86_400_000)}SeedEventV11"
+DELIVERY_V11 = f"dlv_{time_prefix(T0 + 3 * 86_400_000)}SeedDelivV11"
+RETRY_AT = T0 + 4 * 86_400_000
+
+
+async def _seed_v11(db: Driver, version: int) -> None:
+    # A delivery with an attempt behind it, waiting for its retry, when SQLite rebuilds the
+    # deliveries and the queue keyed by endpoint (version 12): its attempt stays (the attempts
+    # reference the deliveries), and it is claimed at its time with its history.
+    ids = (EVENT_V11, DELIVERY_V11)
+    at = T0 + 3 * 86_400_000
+    await _event_and_delivery(
+        db, version, ids, "order.paid", b'{"id":"ord_seed"}', "pending", 1, at
+    )
+    await db.execute(
+        "INSERT INTO delivery_attempts (delivery_id, number, started_at, latency_ms,"
+        " status_code, worker) VALUES ($1, 1, $2, 5, 503, 'worker-seed')",
+        DELIVERY_V11,
+        at,
+    )
+    await db.execute(
+        "INSERT INTO delivery_queue (delivery_id, target, due_at, kind)"
+        " VALUES ($1, 'we_seed', $2, 'webhook')",
+        DELIVERY_V11,
+        RETRY_AT,
     )
 
 
@@ -446,6 +506,7 @@ SEEDS: dict[int, Callable[[Driver, int], Awaitable[None]]] = {
     8: _seed_v8,
     9: _seed_v9,
     10: _seed_v10,
+    11: _seed_v11,
 }
 
 
@@ -509,7 +570,8 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
         # (from version 5, a whatsapp job's target has work too)
         assert due == (["we_seed"] if version < 5 else ["sandbox:co_seed:live", "we_seed"])
         queued = {2: 1, 3: 1, 4: 2}.get(version, 3)  # from 4 the leased one, from 5 the job
-        assert (stats.pending, stats.due, stats.oldest_due_at) == (queued, queued, T0)
+        later = int(version >= 11)  # from 11 a retry, due later
+        assert (stats.pending, stats.due, stats.oldest_due_at) == (queued + later, queued, T0)
     if version >= 3:  # the stored response is still replayed, and prunable once expired
         async with empty_store.read() as tx:
             stored = await tx.get_stored_response(LIVE, "idem_seed")
@@ -560,6 +622,15 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
                     if version >= 10
                     else {}
                 ),
+                **(
+                    {
+                        EVENT_V11: "events_legacy",
+                        DELIVERY_V11: "deliveries_legacy",
+                        f"{DELIVERY_V11}/1": "delivery_attempts_legacy",
+                    }
+                    if version >= 11
+                    else {}
+                ),
                 "evt_seed": "events_default",
                 DELIVERY_V8: "deliveries_legacy",
                 "del_seed": "deliveries_legacy",  # "del_" sorts before every "dlv_…" id
@@ -567,6 +638,19 @@ async def test_a_database_migrated_from_each_version_equals_a_fresh_install(
                 f"{DELIVERY_V8}/1": "delivery_attempts_legacy",
                 f"{DELIVERY_V8}/2": "delivery_attempts_legacy",
             }
+
+    if version >= 11:  # the retry is claimed at its time (with the others), its history behind it
+        claimed = await empty_store.claim_due(
+            "worker-2", RETRY_AT, RETRY_AT + 60_000, {"we_seed": 5}
+        )
+        assert {job.delivery_id: (job.attempts, job.event_type) for job in claimed} == {
+            "del_seed": (0, "customer.created"),
+            "del_seed_leased": (1, "customer.created"),  # its lease ran out long ago
+            DELIVERY_V11: (1, "order.paid"),
+        }
+        async with empty_store.read() as tx:
+            attempts = await tx.list_attempts(DELIVERY_V11)
+        assert [(a.number, a.status_code) for a in attempts] == [(1, 503)]
 
     if version >= 1:  # every list's total is exact (on PostgreSQL, from the counts)
         await _totals_are_exact(empty_store)

@@ -99,7 +99,7 @@ async def attempt(
     )
     async with platform.store.write() as tx:
         await tx.record_attempts("test", [result], at, SUSPENSION)
-    others = [job.delivery_id for job in claimed if job.delivery_id != delivery_id]
+    others = [job for job in claimed if job.delivery_id != delivery_id]
     async with platform.store.write() as tx:
         await tx.release("test", others, at)
 

@@ -323,14 +323,14 @@ class Worker:
             self.claimed[job.target] -= 1
             if self.claimed[job.target] <= 0:
                 del self.claimed[job.target]
-        task = asyncio.create_task(self._release([job.delivery_id for job in jobs]))
+        task = asyncio.create_task(self._release(jobs))
         self.releasing.add(task)
         task.add_done_callback(self.releasing.discard)
 
-    async def _release(self, delivery_ids: list[str]) -> None:
+    async def _release(self, jobs: list[Job]) -> None:
         try:
             async with self.store.write(durable=False) as tx:
-                await tx.release(self.name, delivery_ids, self.clock())
+                await tx.release(self.name, jobs, self.clock())
         except BitbybitError as error:  # their leases run out instead
             log.warning("release_failed", worker=self.name, error=str(error))
             return
@@ -505,7 +505,7 @@ class Worker:
 
     async def _drain(self) -> None:
         self.stopping = True
-        unsent = [job.delivery_id for queue in self.queued.values() for job, _ in queue]
+        unsent = [job for queue in self.queued.values() for job, _ in queue]
         self.queued.clear()
         if unsent:  # give back what was leased ahead and never started
             await self._release(unsent)

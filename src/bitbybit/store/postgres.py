@@ -268,11 +268,17 @@ class PostgresTx(SqlTx):
             f" ORDER BY due_at LIMIT u.n FOR UPDATE SKIP LOCKED) x LIMIT {cap}),"
             " leased AS (UPDATE delivery_queue AS q SET lease_owner = $4, lease_expires_at = $5"
             " FROM picked WHERE q.delivery_id = picked.delivery_id"
-            " RETURNING q.delivery_id, q.due_at, q.kind, q.target) "
-            + self._CLAIMED_WEBHOOKS.format(queue="leased")
-            + " UNION ALL "
-            + self._CLAIMED_JOBS.format(queue="leased")
-            + " ORDER BY due_at",
+            " RETURNING q.delivery_id, q.due_at, q.kind, q.target)"
+            # What a claim returns, from both storages of jobs (ADR 0008).
+            " SELECT q.delivery_id AS id, q.kind, q.target, d.attempts, ev.payload, d.event_id,"
+            " ev.type, e.url, e.secret, e.next_secret, e.next_secret_at, e.multi_signature,"
+            " q.due_at FROM leased q JOIN deliveries d ON d.id = q.delivery_id"
+            " JOIN events ev ON ev.id = d.event_id JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+            " WHERE q.kind = 'webhook'"
+            " UNION ALL SELECT q.delivery_id AS id, q.kind, q.target, j.attempts, j.payload, NULL,"
+            " NULL, NULL, NULL, NULL, NULL, NULL, q.due_at FROM leased q"
+            " JOIN jobs j ON j.id = q.delivery_id WHERE q.kind <> 'webhook'"
+            " ORDER BY due_at",
             list(slots),
             list(slots.values()),
             now,

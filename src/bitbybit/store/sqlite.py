@@ -39,6 +39,8 @@ from bitbybit.models import ApiKey, Job, QueueStats
 from bitbybit.store import migrations
 from bitbybit.store.base import Dropped
 from bitbybit.store.sql import Row, SqlTx
+from bitbybit.store.sql.queue import job_from_row
+from bitbybit.store.sql.retention import _TARGET
 
 BUSY_TIMEOUT_MS = 2
 """SQLite's own wait for a lock, asleep on the loop's thread (so every request waits it out): only
@@ -195,28 +197,51 @@ class _Driver:
 
 
 class SQLiteTx(SqlTx):
-    async def _lease(
+    queue_key = "target, delivery_id"  # the queue's primary key (migration 0012)
+
+    # A target's due jobs in due order, each with its content from its own storage (ADR 0008):
+    # one pass over the target's range of the due index, the queue row first, then the rest by
+    # key (the left joins fix that order, whatever the planner knows of the tables' sizes).
+    _CLAIM = (
+        "SELECT q.delivery_id AS id, q.kind, q.target, q.due_at,"
+        " COALESCE(d.attempts, j.attempts) AS attempts, COALESCE(ev.payload, j.payload) AS payload,"
+        " d.event_id, ev.type, e.url, e.secret, e.next_secret, e.next_secret_at, e.multi_signature"
+        " FROM delivery_queue q"
+        " LEFT JOIN deliveries d ON q.kind = 'webhook' AND d.endpoint_id = q.target"
+        " AND d.id = q.delivery_id"
+        " LEFT JOIN events ev ON ev.id = d.event_id"
+        " LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+        " LEFT JOIN jobs j ON q.kind <> 'webhook' AND j.id = q.delivery_id"
+        " WHERE q.target = $1 AND q.due_at <= $2"
+        " AND (q.lease_expires_at IS NULL OR q.lease_expires_at < $2)"
+        " AND (d.id IS NOT NULL OR j.id IS NOT NULL) ORDER BY q.due_at LIMIT $3"
+    )
+
+    async def claim_due(
         self, owner: str, now: int, lease_until: int, slots: dict[str, int]
-    ) -> list[str]:
+    ) -> list[Job]:
         # Writers are serialised by BEGIN IMMEDIATE, so plain reads then an update are safe.
-        ids: list[str] = []
+        rows: list[Row] = []
         for target, count in slots.items():
-            rows = await self.db.fetch(
-                "SELECT delivery_id FROM delivery_queue WHERE target = $1 AND due_at <= $2"
-                " AND (lease_expires_at IS NULL OR lease_expires_at < $2)"
-                " ORDER BY due_at LIMIT $3",
-                target,
-                now,
-                count,
-            )
-            ids.extend(row["delivery_id"] for row in rows)
-        if ids:
-            await self.db.executemany(
-                "UPDATE delivery_queue SET lease_owner = $1, lease_expires_at = $2"
-                " WHERE delivery_id = $3",
-                [(owner, lease_until, delivery_id) for delivery_id in ids],
-            )
-        return ids
+            rows += await self.db.fetch(self._CLAIM, target, now, count)
+        await self.db.executemany(
+            "UPDATE delivery_queue SET lease_owner = $1, lease_expires_at = $2"
+            " WHERE target = $3 AND delivery_id = $4",
+            [(owner, lease_until, row["target"], row["id"]) for row in rows],
+        )
+        rows.sort(key=lambda row: row["due_at"])
+        return [job_from_row(row) for row in rows]
+
+    async def _queued(self, table: str, ids: list[str]) -> set[str]:
+        # The queue is keyed by target first: each job is found through its own row.
+        if not ids:
+            return set()
+        rows = await self.db.fetch(
+            f"SELECT t.id FROM {table} t JOIN delivery_queue q ON q.target = t.{_TARGET[table]}"
+            f" AND q.delivery_id = t.id WHERE {self.db.in_texts('t.id', '$1')}",
+            self.db.text_array(ids),
+        )
+        return {row["id"] for row in rows}
 
 
 class _Read:
@@ -667,6 +692,28 @@ class SQLiteStore:
         return int(version[0] or 0)
 
     async def migrate(self, target: int | None = None) -> list[str]:
+        # Foreign keys are off while migrating, as SQLite's procedure for rebuilding a table
+        # asks (dropping the old table would otherwise delete what references it); each
+        # migration checks them before it commits.
+        self._foreign_keys(on=False)
+        try:
+            return await self._migrate(target)
+        finally:
+            self._foreign_keys(on=True)
+
+    def _foreign_keys(self, *, on: bool) -> None:
+        """Turn foreign key enforcement on or off. The pragma does nothing inside a
+        transaction, so the open group's is ended first (a migration that failed leaves its
+        empty transaction to the loop's next pass); migrations run before anything else
+        writes, and the setting is read back to be sure."""
+        group = self._group
+        if group is not None and not group.writing:
+            self._commit(group)
+        self.connection.execute(f"PRAGMA foreign_keys = {int(on)}")
+        if self.connection.execute("PRAGMA foreign_keys").fetchone()[0] != int(on):
+            raise StorageError("foreign keys could not be switched: a write is in progress")
+
+    async def _migrate(self, target: int | None) -> list[str]:
         applied = []
         for migration in migrations.load(self.dialect):
             if target is not None and migration.version > target:
@@ -685,6 +732,12 @@ class SQLiteStore:
                 if done is None:
                     for statement in _statements(migration.sql):
                         connection.execute(statement)
+                    broken = connection.execute("PRAGMA foreign_key_check").fetchone()
+                    if broken is not None:
+                        raise StorageError(
+                            f"migration {migration.version:04d}_{migration.name} left a row of"
+                            f" {broken[0]} whose {broken[2]} is gone"
+                        )
                     connection.execute(
                         "INSERT INTO schema_migrations (version, name, applied_at)"
                         " VALUES (?, ?, CAST(strftime('%s', 'now') AS INTEGER) * 1000)",

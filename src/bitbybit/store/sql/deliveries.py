@@ -53,6 +53,9 @@ class DeliveriesSql:
     # own row changes once per attempt, and of its indexed columns only the status, once: when
     # the delivery settles (the dashboard's status filter, migration 0007).
 
+    queue_key = "delivery_id"
+    """The queue's key: SQLite keys it by target first (migration 0012)."""
+
     deliveries_created = False
     """Set when this transaction made deliveries pending, so the store wakes workers on commit."""
     woken: frozenset[str] | None = frozenset()
@@ -319,7 +322,7 @@ class DeliveriesSql:
         await self.db.execute(
             "INSERT INTO delivery_queue (delivery_id, target, due_at, kind) SELECT id,"
             f" endpoint_id, $1, 'webhook' FROM deliveries WHERE id IN ({_in(2, len(delivery_ids))})"
-            " ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at,"
+            f" ON CONFLICT ({self.queue_key}) DO UPDATE SET due_at = excluded.due_at,"
             " lease_owner = NULL, lease_expires_at = NULL",
             now,
             *delivery_ids,

@@ -62,54 +62,13 @@ class QueueSql:
         )
         return [row["id"] for row in rows]
 
-    async def _lease(
-        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
-    ) -> list[str]:
-        """Lease up to ``slots[endpoint]`` due deliveries per endpoint; the dialect's claim."""
-        raise NotImplementedError
-
-    # What a claim returns, from both storages of jobs (ADR 0008), in one statement.
-    _CLAIMED_WEBHOOKS = (
-        "SELECT q.delivery_id AS id, q.kind, q.target, d.attempts, ev.payload, d.event_id,"
-        " ev.type, e.url, e.secret, e.next_secret, e.next_secret_at, e.multi_signature, q.due_at"
-        " FROM {queue} q JOIN deliveries d ON d.id = q.delivery_id"
-        " JOIN events ev ON ev.id = d.event_id JOIN webhook_endpoints e ON e.id = d.endpoint_id"
-        " WHERE q.kind = 'webhook'"
-    )
-    _CLAIMED_JOBS = (
-        "SELECT q.delivery_id AS id, q.kind, q.target, j.attempts, j.payload, NULL, NULL, NULL,"
-        " NULL, NULL, NULL, NULL, q.due_at FROM {queue} q JOIN jobs j ON j.id = q.delivery_id"
-        " WHERE q.kind <> 'webhook'"
-    )
-
-    async def claim_due(
-        self, owner: str, now: int, lease_until: int, slots: dict[str, int]
-    ) -> list[Job]:
-        """Lease due jobs (``slots[t]`` at most for target ``t``) with their content."""
-        ids = await self._lease(owner, now, lease_until, slots)
-        if not ids:
-            return []
-        chosen = f" AND q.delivery_id IN ({_in(1, len(ids))})"
-        rows = await self.db.fetch(
-            self._CLAIMED_WEBHOOKS.format(queue="delivery_queue")
-            + chosen
-            + " UNION ALL "
-            + self._CLAIMED_JOBS.format(queue="delivery_queue")
-            + chosen
-            + " ORDER BY due_at",
-            *ids,
-        )
-        return [job_from_row(row) for row in rows]
-
-    async def release(self, owner: str, delivery_ids: Sequence[str], now: int) -> None:
+    async def release(self, owner: str, jobs: Sequence[Job], now: int) -> None:
         """Give leases back unattempted (graceful shutdown): claimable again at once."""
-        if delivery_ids:
-            await self.db.execute(
-                "UPDATE delivery_queue SET lease_owner = NULL, lease_expires_at = NULL"
-                f" WHERE lease_owner = $1 AND delivery_id IN ({_in(2, len(delivery_ids))})",
-                owner,
-                *delivery_ids,
-            )
+        await self.db.executemany(
+            "UPDATE delivery_queue SET lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE target = $1 AND delivery_id = $2 AND lease_owner = $3",
+            [(job.target, job.delivery_id, owner) for job in jobs],
+        )
 
     async def record_attempts(
         self, owner: str, results: Sequence[AttemptResult], now: int, rule: SuspensionRule
@@ -177,13 +136,18 @@ class QueueSql:
         """The queue rows of recorded results that this worker still leases: rescheduled for
         a retry, gone when the job is done."""
         await self.db.executemany(
-            "UPDATE delivery_queue SET due_at = $2, lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE delivery_id = $1 AND lease_owner = $3",
-            [(r.delivery_id, r.next_attempt_at, owner) for r in results if r.status == "pending"],
+            "UPDATE delivery_queue SET due_at = $3, lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE target = $1 AND delivery_id = $2 AND lease_owner = $4",
+            [
+                (r.target, r.delivery_id, r.next_attempt_at, owner)
+                for r in results
+                if r.status == "pending"
+            ],
         )
         await self.db.executemany(
-            "DELETE FROM delivery_queue WHERE delivery_id = $1 AND lease_owner = $2",
-            [(r.delivery_id, owner) for r in results if r.status != "pending"],
+            "DELETE FROM delivery_queue"
+            " WHERE target = $1 AND delivery_id = $2 AND lease_owner = $3",
+            [(r.target, r.delivery_id, owner) for r in results if r.status != "pending"],
         )
 
     async def _write_outcomes(
@@ -210,6 +174,7 @@ class QueueSql:
         existing = {row["id"] for row in found}
         kept = [r for r in results if r.delivery_id in existing]
         key = "delivery_id" if table == "deliveries" else "job_id"
+        target = "endpoint_id" if table == "deliveries" else "target"
         await self.db.executemany(
             f"INSERT INTO {history} ({key}, number, started_at, latency_ms, status_code, error,"
             " response_body, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -230,9 +195,9 @@ class QueueSql:
         )
         await self.db.executemany(
             f"UPDATE {table} SET status = $2, attempts = $3, next_attempt_at = $4,"
-            " last_status_code = $5, last_error = $6, updated_at = $7 WHERE id = $1"
-            " AND EXISTS (SELECT 1 FROM delivery_queue"
-            " WHERE delivery_id = $1 AND lease_owner = $8)",
+            f" last_status_code = $5, last_error = $6, updated_at = $7 WHERE {target} = $9"
+            " AND id = $1 AND EXISTS (SELECT 1 FROM delivery_queue"
+            " WHERE target = $9 AND delivery_id = $1 AND lease_owner = $8)",
             [
                 (
                     r.delivery_id,
@@ -243,6 +208,7 @@ class QueueSql:
                     r.error,
                     now,
                     owner,
+                    r.target,
                 )
                 for r in kept
             ],

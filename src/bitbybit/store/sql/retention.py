@@ -26,6 +26,8 @@ from bitbybit.store.base import Swept
 from bitbybit.store.sql.driver import Driver, Row
 
 _SETTLED = "status NOT IN ('pending', 'held') AND updated_at < $2"
+_TARGET = {"deliveries": "endpoint_id", "jobs": "target"}
+"""The column of each table of jobs that holds its queue row's target."""
 """What lets a delivery or a job go (``$2``: the cutoff), beside having no queue row: it is
 neither pending nor held, and was not attempted or changed (a retry by hand, a hold) at or after
 the cutoff."""
@@ -54,10 +56,11 @@ class RetentionSql:
         PostgreSQL, nothing on SQLite (its writers take turns)."""
         return f"{self.db.for_update} SKIP LOCKED" if self.db.for_update else ""
 
-    async def _queued(self, ids: list[str]) -> set[str]:
-        """Which of ``ids`` (deliveries or jobs) have a queue row: in flight, whatever their
-        status says. Asked by the list, so each is one primary-key lookup (as a subquery per
-        row, PostgreSQL may choose to read and hash the whole queue instead)."""
+    async def _queued(self, table: str, ids: list[str]) -> set[str]:
+        """Which of ``ids`` (deliveries or jobs, in ``table``) have a queue row: in flight,
+        whatever their status says. Asked by the list, so each is one primary-key lookup (as a
+        subquery per row, PostgreSQL may choose to read and hash the whole queue instead).
+        SQLite keys the queue by target first, and asks through ``table``."""
         if not ids:
             return set()
         rows = await self.db.fetch(
@@ -72,7 +75,8 @@ class RetentionSql:
             return []
         rows = await self.db.fetch(
             f"SELECT id FROM {table} t WHERE {self.db.in_texts('t.id', '$1')} AND {_SETTLED}"
-            " AND NOT EXISTS (SELECT 1 FROM delivery_queue q WHERE q.delivery_id = t.id)"
+            f" AND NOT EXISTS (SELECT 1 FROM delivery_queue q WHERE q.target = t.{_TARGET[table]}"
+            " AND q.delivery_id = t.id)"
             f"{self._locked()}",
             self.db.text_array(ids),
             cutoff,
@@ -115,7 +119,7 @@ class RetentionSql:
             cutoff,
         )
         settled = [row["id"] for row in found if row["settled"]]
-        queued = await self._queued(settled)
+        queued = await self._queued("deliveries", settled)
         kept = {row["event_id"] for row in found if not row["settled"] or row["id"] in queued}
         free = [event_id for event_id in event_ids if event_id not in kept]
         if not free:
@@ -175,7 +179,7 @@ class RetentionSql:
         )
         removed = {"jobs": 0, "job_attempts": 0}
         settled = [row["id"] for row in rows if row["settled"]]
-        queued = await self._queued(settled)
+        queued = await self._queued("jobs", settled)
         jobs = await self._lock_settled("jobs", [j for j in settled if j not in queued], cutoff)
         if jobs:
             job_ids = self.db.text_array(jobs)
