@@ -445,6 +445,7 @@ def isolation(args: argparse.Namespace) -> None:
                         asyncio.run(insert_events(database_url, company, args.events))
                         if "disabled" in label:
                             asyncio.run(disable_others(database_url, ids[0]))
+                        os.sync()  # the set-up's writes reach the disk before the worker starts
                         worker = start_worker(bench_env(database_url), args.concurrency)
                         try:
                             rates[label] = sink_rate(hook, args.events, pid=worker.pid)
