@@ -39,8 +39,7 @@ from bitbybit.models import ApiKey, Job, QueueStats
 from bitbybit.store import migrations
 from bitbybit.store.base import Dropped
 from bitbybit.store.sql import Row, SqlTx
-from bitbybit.store.sql.queue import job_from_row
-from bitbybit.store.sql.retention import _TARGET
+from bitbybit.store.sql.queue import TARGET_COLUMN, job_from_row
 
 BUSY_TIMEOUT_MS = 2
 """SQLite's own wait for a lock, asleep on the loop's thread (so every request waits it out): only
@@ -237,8 +236,9 @@ class SQLiteTx(SqlTx):
         if not ids:
             return set()
         rows = await self.db.fetch(
-            f"SELECT t.id FROM {table} t JOIN delivery_queue q ON q.target = t.{_TARGET[table]}"
-            f" AND q.delivery_id = t.id WHERE {self.db.in_texts('t.id', '$1')}",
+            f"SELECT t.id FROM {table} t JOIN delivery_queue q"
+            f" ON q.target = t.{TARGET_COLUMN[table]} AND q.delivery_id = t.id"
+            f" WHERE {self.db.in_texts('t.id', '$1')}",
             self.db.text_array(ids),
         )
         return {row["id"] for row in rows}

@@ -31,6 +31,11 @@ def job_from_row(row: Row) -> Job:
     )
 
 
+TARGET_COLUMN = {"deliveries": "endpoint_id", "jobs": "target"}
+"""The column of each table of jobs that holds its queue row's target (SQLite keys the queue,
+and the deliveries, by it first: migration 0012)."""
+
+
 def succeeded_endpoints(results: Sequence[AttemptResult]) -> list[str]:
     """Endpoints with a success among ``results``, in a stable order (lock order)."""
     return sorted({r.target for r in results if r.status == "succeeded" and r.kind == WEBHOOK})
@@ -174,7 +179,7 @@ class QueueSql:
         existing = {row["id"] for row in found}
         kept = [r for r in results if r.delivery_id in existing]
         key = "delivery_id" if table == "deliveries" else "job_id"
-        target = "endpoint_id" if table == "deliveries" else "target"
+        target = TARGET_COLUMN[table]
         await self.db.executemany(
             f"INSERT INTO {history} ({key}, number, started_at, latency_ms, status_code, error,"
             " response_body, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -24,10 +24,9 @@ from typing import Any
 from bitbybit.models import Event, Tenant
 from bitbybit.store.base import Swept
 from bitbybit.store.sql.driver import Driver, Row
+from bitbybit.store.sql.queue import TARGET_COLUMN
 
 _SETTLED = "status NOT IN ('pending', 'held') AND updated_at < $2"
-_TARGET = {"deliveries": "endpoint_id", "jobs": "target"}
-"""The column of each table of jobs that holds its queue row's target."""
 """What lets a delivery or a job go (``$2``: the cutoff), beside having no queue row: it is
 neither pending nor held, and was not attempted or changed (a retry by hand, a hold) at or after
 the cutoff."""
@@ -75,8 +74,8 @@ class RetentionSql:
             return []
         rows = await self.db.fetch(
             f"SELECT id FROM {table} t WHERE {self.db.in_texts('t.id', '$1')} AND {_SETTLED}"
-            f" AND NOT EXISTS (SELECT 1 FROM delivery_queue q WHERE q.target = t.{_TARGET[table]}"
-            " AND q.delivery_id = t.id)"
+            " AND NOT EXISTS (SELECT 1 FROM delivery_queue q"
+            f" WHERE q.target = t.{TARGET_COLUMN[table]} AND q.delivery_id = t.id)"
             f"{self._locked()}",
             self.db.text_array(ids),
             cutoff,
